@@ -1,0 +1,42 @@
+# The README's two commands: `make serve` and `make test`. Both set up everything they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA_DIR ?= ./data
+
+.PHONY: serve test venv dev lint typecheck clean bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+venv: $(VENV)/.installed
+
+dev: $(VENV)/.dev-installed
+
+serve: venv
+	$(BIN)/leveret serve --data-dir $(DATA_DIR)
+
+lint: dev
+	$(BIN)/ruff check src tests tools benchmarks
+	$(BIN)/ruff format --check src tests tools benchmarks
+
+typecheck: dev
+	$(BIN)/mypy
+
+test: dev
+	$(BIN)/python -m pytest
+
+bench: dev
+	$(BIN)/leveret bench --help
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from leveret.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,143 @@
+"""Content-header properties of class ``basic`` (spec 4.2.6.1, 1.8.2).
+
+The broker passes properties through as the raw bytes the publisher sent (flags + property list);
+this module decodes them only where something needs a field (headers exchange, TTL, priority, DLX)
+and encodes them for messages the broker itself makes. ``peek_delivery_mode`` reads the one flag the
+hot path needs without decoding the rest.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from .errors import syntax_error
+from .wire import (
+    Buffer,
+    FieldTable,
+    read_octet,
+    read_shortstr,
+    read_table,
+    read_timestamp,
+    write_shortstr,
+    write_table,
+)
+
+_H = struct.Struct(">H")
+_Q = struct.Struct(">Q")
+
+
+@dataclass(slots=True)
+class BasicProperties:
+    content_type: str | None = None
+    content_encoding: str | None = None
+    headers: FieldTable | None = None
+    delivery_mode: int | None = None
+    priority: int | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    expiration: str | None = None
+    message_id: str | None = None
+    timestamp: datetime | None = None
+    type: str | None = None
+    user_id: str | None = None
+    app_id: str | None = None
+    cluster_id: str | None = None
+
+
+# (name, kind, flag bit); flag bits count from bit 15 down (spec 4.2.6.1).
+_PROPS: tuple[tuple[str, str, int], ...] = tuple(
+    (f.name, kind, 1 << (15 - i))
+    for i, (f, kind) in enumerate(
+        zip(
+            fields(BasicProperties),
+            (
+                "shortstr",
+                "shortstr",
+                "table",
+                "octet",
+                "octet",
+                "shortstr",
+                "shortstr",
+                "shortstr",
+                "shortstr",
+                "timestamp",
+                "shortstr",
+                "shortstr",
+                "shortstr",
+                "shortstr",
+            ),
+            strict=True,
+        )
+    )
+)
+_DELIVERY_MODE_FLAG = 1 << 12
+_PRIORITY_FLAG = 1 << 11
+_BEFORE_DELIVERY_MODE = (1 << 15) | (1 << 14) | (1 << 13)
+
+
+def decode_properties(raw: Buffer) -> BasicProperties:
+    """Decode ``flags + property list`` (the content header after class, weight and body size)."""
+    if len(raw) < 2:
+        raise syntax_error("content header without property flags")
+    flags = _H.unpack_from(raw, 0)[0]
+    offset = 2
+    if flags & 1:
+        raise syntax_error("property flag continuation is not used by class basic")
+    props = BasicProperties()
+    for name, kind, flag in _PROPS:
+        if not flags & flag:
+            continue
+        value: Any
+        if kind == "shortstr":
+            value, offset = read_shortstr(raw, offset)
+        elif kind == "octet":
+            value, offset = read_octet(raw, offset)
+        elif kind == "table":
+            value, offset = read_table(raw, offset)
+        else:
+            value, offset = read_timestamp(raw, offset)
+        setattr(props, name, value)
+    return props
+
+
+def encode_properties(props: BasicProperties) -> bytes:
+    out = bytearray(b"\x00\x00")
+    flags = 0
+    for name, kind, flag in _PROPS:
+        value = getattr(props, name)
+        if value is None:
+            continue
+        flags |= flag
+        if kind == "shortstr":
+            write_shortstr(out, value)
+        elif kind == "octet":
+            out.append(value)
+        elif kind == "table":
+            write_table(out, value)
+        else:
+            out += _Q.pack(int(value.timestamp()))
+    _H.pack_into(out, 0, flags)
+    return bytes(out)
+
+
+def validate_properties(raw: Buffer) -> None:
+    """Raise 502 if ``raw`` is not a well-formed property list (checked once, on receipt)."""
+    decode_properties(raw)
+
+
+def peek_delivery_mode(raw: Buffer) -> int:
+    """Return the delivery mode (0 when absent) without decoding the other properties."""
+    flags = _H.unpack_from(raw, 0)[0]
+    if not flags & _DELIVERY_MODE_FLAG:
+        return 0
+    if not flags & _BEFORE_DELIVERY_MODE:
+        return raw[2]
+    props = decode_properties(raw)
+    return props.delivery_mode or 0
+
+
+EMPTY_PROPERTIES = b"\x00\x00"
+PERSISTENT_PROPERTIES = encode_properties(BasicProperties(delivery_mode=2))

@@ -1,0 +1,1 @@
+"""The ``leveret`` command line."""

@@ -1,0 +1,1 @@
+"""Broker semantics: vhosts, exchanges, queues, consumers. Synchronous and protocol-free."""

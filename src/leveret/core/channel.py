@@ -1,0 +1,288 @@
+"""A channel's broker-side state: consumers, unacknowledged deliveries, prefetch, transactions.
+
+The door gives each channel a ``DeliverySink``; the core calls it to hand over a delivery or to tell
+that the broker cancelled a consumer (queue deleted). Deliveries are recorded in tag order in an
+``OrderedDict`` so ``multiple`` acks pop from the front in O(1) per delivery.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import errors
+from .consumer import Consumer, Delivery
+from .message import Message
+from .names import generated_consumer_tag
+from .queue import Queue
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+class DeliverySink(Protocol):
+    def deliver(self, consumer: Consumer, delivery_tag: int, redelivered: bool, message: Message) -> None: ...
+
+    def consumer_cancelled(self, consumer: Consumer) -> None: ...
+
+
+class Transaction:
+    """Publishes and settlements buffered by ``tx.select`` until ``tx.commit``."""
+
+    __slots__ = ("publishes", "settlements")
+
+    def __init__(self) -> None:
+        self.publishes: list[tuple[str, str, Message, bool]] = []
+        self.settlements: list[tuple[str, int, bool, bool]] = []  # (kind, tag, multiple, requeue)
+
+
+class Channel:
+    def __init__(self, session: Session, number: int, sink: DeliverySink) -> None:
+        self.session = session
+        self.vhost = session.vhost
+        self.number = number
+        self.sink = sink
+        self.unacked: OrderedDict[int, Delivery] = OrderedDict()
+        self.consumers: dict[str, Consumer] = {}
+        self.prefetch_count = 0  # channel-wide (basic.qos global=true)
+        self.consumer_prefetch = 0  # for consumers started after basic.qos global=false
+        self.paused = False  # the door's output is backed up; stop delivering
+        self.tx: Transaction | None = None
+        self.confirm = False
+        self.closed = False
+        self._next_tag = 1
+
+    # ------------------------------------------------------------------------------ credit
+
+    def can_deliver(self) -> bool:
+        if self.paused:
+            return False
+        return not self.prefetch_count or len(self.unacked) < self.prefetch_count
+
+    def can_deliver_no_ack(self) -> bool:
+        return not self.paused
+
+    def set_paused(self, paused: bool) -> None:
+        self.paused = paused
+        if not paused:
+            self._dispatch(())
+
+    def qos(self, prefetch_size: int, prefetch_count: int, global_: bool) -> None:
+        if prefetch_size:
+            raise errors.not_implemented(f"prefetch_size!=0 ({prefetch_size})")
+        if global_:
+            self.prefetch_count = prefetch_count
+        else:
+            self.consumer_prefetch = prefetch_count
+        self._dispatch(())
+
+    # --------------------------------------------------------------------------- publishing
+
+    def publish(self, exchange: str, routing_key: str, message: Message, mandatory: bool) -> list[Queue] | None:
+        """Route and enqueue; returns the queues the message reached (empty: unroutable). In a
+        transaction the exchange is only checked here, routing happens at commit: returns None."""
+        if self.tx is not None:
+            self.vhost.exchange(exchange)
+            self.tx.publishes.append((exchange, routing_key, message, mandatory))
+            return None
+        queues = self.vhost.route(exchange, routing_key, message)
+        for q in queues:
+            q.enqueue(message)
+        return queues
+
+    # ---------------------------------------------------------------------------- consuming
+
+    def consume(
+        self,
+        queue_name: str,
+        tag: str,
+        no_ack: bool,
+        exclusive: bool,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Consumer:
+        q = self.vhost.queue(queue_name, self.session)
+        if not tag:
+            tag = generated_consumer_tag()
+        elif tag in self.consumers:
+            raise errors.not_allowed(f"attempt to reuse consumer tag '{tag}'")
+        if q.exclusive_consumer is not None or (exclusive and q.consumers):
+            raise errors.access_refused(f"queue '{q.name}' in vhost '{self.vhost.name}' in exclusive use")
+        consumer = Consumer(tag, self, q, no_ack, exclusive, self.consumer_prefetch, arguments)
+        self.consumers[tag] = consumer
+        q.add_consumer(consumer)
+        return consumer
+
+    def start(self, consumer: Consumer) -> None:
+        """Begin deliveries (after the door has sent consume-ok)."""
+        consumer.queue.dispatch()
+
+    def cancel(self, tag: str) -> Consumer | None:
+        consumer = self.consumers.pop(tag, None)
+        if consumer is None:
+            return None
+        q = consumer.queue
+        q.remove_consumer(consumer)
+        if q.should_auto_delete() and not q.deleted:
+            self.vhost.remove_queue(q)
+        else:
+            q.dispatch()
+        return consumer
+
+    def cancelled_by_broker(self, consumer: Consumer) -> None:
+        """The consumer's queue went away: forget the consumer and tell the client."""
+        if self.consumers.pop(consumer.tag, None) is not None:
+            self.sink.consumer_cancelled(consumer)
+
+    def deliver(self, consumer: Consumer, queue: Queue, message: Message, seq: int, redelivered: bool) -> None:
+        tag = self._next_tag
+        self._next_tag = tag + 1
+        if not consumer.no_ack:
+            self.unacked[tag] = Delivery(tag, queue, message, seq, consumer)
+            consumer.unacked += 1
+            queue.unacked += 1
+        self.sink.deliver(consumer, tag, redelivered, message)
+
+    def get(self, queue_name: str, no_ack: bool) -> tuple[int, Message, bool, int] | None:
+        """basic.get: (delivery tag, message, redelivered, messages left) or None if empty."""
+        q = self.vhost.queue(queue_name, self.session)
+        item = q.pop()
+        if item is None:
+            return None
+        message, seq, redelivered = item
+        tag = self._next_tag
+        self._next_tag = tag + 1
+        q.stats_delivered += 1
+        if not no_ack:
+            self.unacked[tag] = Delivery(tag, q, message, seq, None)
+            q.unacked += 1
+        return tag, message, redelivered, q.message_count()
+
+    # ---------------------------------------------------------------------------- settling
+
+    def ack(self, tag: int, multiple: bool) -> None:
+        if self.tx is not None:
+            self._check_tags(tag, multiple)
+            self.tx.settlements.append(("ack", tag, multiple, False))
+            return
+        self._settle(self._take(tag, multiple), None)
+
+    def nack(self, tag: int, multiple: bool, requeue: bool) -> None:
+        if self.tx is not None:
+            self._check_tags(tag, multiple)
+            self.tx.settlements.append(("nack", tag, multiple, requeue))
+            return
+        self._settle(self._take(tag, multiple), requeue)
+
+    def recover(self, requeue: bool) -> None:
+        if not requeue:
+            raise errors.not_implemented("requeue=false")
+        self._settle(self._take(0, True), True)
+
+    def _check_tags(self, tag: int, multiple: bool) -> None:
+        if not (multiple and tag == 0) and (tag not in self.unacked and not (multiple and self._first_tag() <= tag)):
+            raise errors.precondition_failed(f"unknown delivery tag {tag}")
+
+    def _first_tag(self) -> int:
+        return next(iter(self.unacked), 1 << 64)
+
+    def _take(self, tag: int, multiple: bool) -> list[Delivery]:
+        unacked = self.unacked
+        if not multiple:
+            delivery = unacked.pop(tag, None)
+            if delivery is None:
+                raise errors.precondition_failed(f"unknown delivery tag {tag}")
+            return [delivery]
+        if tag == 0:
+            taken = list(unacked.values())
+            unacked.clear()
+            return taken
+        taken = []
+        while unacked:
+            first = next(iter(unacked))
+            if first > tag:
+                break
+            taken.append(unacked.popitem(last=False)[1])
+        if not taken:
+            raise errors.precondition_failed(f"unknown delivery tag {tag}")
+        return taken
+
+    def _settle(self, deliveries: Iterable[Delivery], requeue: bool | None) -> None:
+        """requeue None = ack, True = back to the queue, False = discard (dead-lettering later)."""
+        touched: dict[Queue, None] = {}
+        for d in deliveries:
+            q = d.queue
+            q.unacked -= 1
+            if d.consumer is not None:
+                d.consumer.unacked -= 1
+            if requeue is None:
+                q.stats_acked += 1
+            elif requeue and not q.deleted:
+                q.requeue(d.seq, d.message)
+            touched[q] = None
+        self._dispatch(touched)
+
+    def _dispatch(self, queues: Iterable[Queue]) -> None:
+        todo = dict.fromkeys(queues)
+        for consumer in self.consumers.values():
+            todo[consumer.queue] = None
+        for q in todo:
+            if not q.deleted:
+                q.dispatch()
+
+    # --------------------------------------------------------------------------- transactions
+
+    def tx_select(self) -> None:
+        if self.confirm:
+            raise errors.precondition_failed("cannot switch from confirm to tx mode")
+        if self.tx is None:
+            self.tx = Transaction()
+
+    def confirm_select(self) -> None:
+        if self.tx is not None:
+            raise errors.precondition_failed("cannot switch from tx to confirm mode")
+        self.confirm = True
+
+    def tx_commit(self) -> list[tuple[str, str, Message]]:
+        """Apply the transaction; returns the mandatory messages that reached no queue."""
+        tx = self._transaction()
+        self.tx = Transaction()
+        unroutable = []
+        for exchange, routing_key, message, mandatory in tx.publishes:
+            queues = self.vhost.route(exchange, routing_key, message)
+            for q in queues:
+                q.enqueue(message)
+            if not queues and mandatory:
+                unroutable.append((exchange, routing_key, message))
+        for kind, tag, multiple, requeue in tx.settlements:
+            taken = self._take_present(tag, multiple)
+            self._settle(taken, None if kind == "ack" else requeue)
+        return unroutable
+
+    def _take_present(self, tag: int, multiple: bool) -> list[Delivery]:
+        try:
+            return self._take(tag, multiple)
+        except errors.BrokerError:
+            return []  # settled twice inside one transaction: RabbitMQ ignores the repeat at commit
+
+    def tx_rollback(self) -> None:
+        self._transaction()
+        self.tx = Transaction()
+
+    def _transaction(self) -> Transaction:
+        if self.tx is None:
+            raise errors.precondition_failed("channel is not transactional")
+        return self.tx
+
+    # ---------------------------------------------------------------------------------- close
+
+    def close(self) -> None:
+        """Channel or connection gone: cancel consumers, requeue everything unacked."""
+        if self.closed:
+            return
+        self.closed = True
+        for tag in list(self.consumers):
+            self.cancel(tag)
+        deliveries = list(self.unacked.values())
+        self.unacked.clear()
+        self._settle(deliveries, True)

@@ -1,0 +1,55 @@
+"""Consumers and the records of unacknowledged deliveries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .channel import Channel
+    from .message import Message
+    from .queue import Queue
+
+
+class Consumer:
+    __slots__ = ("arguments", "channel", "exclusive", "no_ack", "prefetch", "queue", "tag", "unacked", "wire")
+
+    def __init__(
+        self,
+        tag: str,
+        channel: Channel,
+        queue: Queue,
+        no_ack: bool,
+        exclusive: bool,
+        prefetch: int,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.tag = tag
+        self.channel = channel
+        self.queue = queue
+        self.no_ack = no_ack
+        self.exclusive = exclusive
+        self.prefetch = prefetch  # 0 = unlimited (per-consumer basic.qos at consume time)
+        self.arguments = dict(arguments or {})
+        self.unacked = 0
+        self.wire: Any = None  # the door's pre-encoded delivery template
+
+    def can_take(self) -> bool:
+        if self.no_ack:
+            return self.channel.can_deliver_no_ack()
+        if self.prefetch and self.unacked >= self.prefetch:
+            return False
+        return self.channel.can_deliver()
+
+
+class Delivery:
+    """One unacknowledged delivery on a channel."""
+
+    __slots__ = ("consumer", "message", "queue", "seq", "tag")
+
+    def __init__(self, tag: int, queue: Queue, message: Message, seq: int, consumer: Consumer | None) -> None:
+        self.tag = tag
+        self.queue = queue
+        self.message = message
+        self.seq = seq
+        self.consumer = consumer

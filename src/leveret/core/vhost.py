@@ -1,0 +1,342 @@
+"""A virtual host: its exchanges, queues and bindings, and routing.
+
+Every definition change (declare, delete, bind, unbind, purge) is a method here, whichever door asks
+for it: AMQP, and later the HTTP API and the definitions journal replayed on boot. Error texts follow
+RabbitMQ's so clients that log them read the same.
+
+Routing results are cached per (exchange, routing key) until any binding, exchange or queue changes;
+paths through a headers exchange are not cached (they depend on the message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import errors
+from .exchange import EXCHANGE_TYPES, Binding, Exchange, HeadersExchange
+from .message import Message
+from .names import generated_queue_name
+from .queue import Queue
+
+if TYPE_CHECKING:
+    from .session import Session
+
+DEFAULT_EXCHANGES = (
+    ("amq.direct", "direct"),
+    ("amq.fanout", "fanout"),
+    ("amq.topic", "topic"),
+    ("amq.headers", "headers"),
+    ("amq.match", "headers"),
+)
+QUEUE_TYPES = ("classic", "quorum")
+# Arguments RabbitMQ compares on redeclare (rabbit_amqqueue:declare_args/0 and friends).
+EQUIVALENT_QUEUE_ARGS = (
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+)
+ROUTE_CACHE_LIMIT = 16384
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "none" if value is None else str(value)
+
+
+class VirtualHost:
+    def __init__(self, name: str = "/") -> None:
+        self.name = name
+        self.exchanges: dict[str, Exchange] = {}
+        self.queues: dict[str, Queue] = {}
+        self._routes: dict[tuple[str, str], list[Queue]] = {}
+        self.exchanges[""] = EXCHANGE_TYPES["direct"]("", durable=True)
+        for name_, type_ in DEFAULT_EXCHANGES:
+            self.exchanges[name_] = EXCHANGE_TYPES[type_](name_, durable=True)
+
+    def _where(self) -> str:
+        return f"in vhost '{self.name}'"
+
+    # ------------------------------------------------------------------------------ lookups
+
+    def exchange(self, name: str) -> Exchange:
+        ex = self.exchanges.get(name)
+        if ex is None:
+            raise errors.not_found(f"no exchange '{name}' {self._where()}")
+        return ex
+
+    def queue(self, name: str, session: Session | None = None) -> Queue:
+        q = self.queues.get(name)
+        if q is None:
+            raise errors.not_found(f"no queue '{name}' {self._where()}")
+        if session is not None:
+            self.check_exclusive(q, session)
+        return q
+
+    def check_exclusive(self, queue: Queue, session: Session) -> None:
+        owner = queue.exclusive_owner
+        if owner is not None and owner is not session:
+            raise errors.resource_locked(
+                f"cannot obtain exclusive access to locked queue '{queue.name}' {self._where()}. It could be "
+                "originally declared on another connection or the exclusive property value does not match "
+                "that of the original declaration."
+            )
+
+    # ---------------------------------------------------------------------------- exchanges
+
+    def declare_exchange(
+        self,
+        name: str,
+        type_: str,
+        passive: bool = False,
+        durable: bool = False,
+        auto_delete: bool = False,
+        internal: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Exchange:
+        if passive:
+            return self.exchange(name)
+        if name == "":
+            raise errors.access_refused("operation not permitted on the default exchange")
+        if name.startswith("amq."):
+            raise errors.access_refused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
+        cls = EXCHANGE_TYPES.get(type_)
+        if cls is None:
+            raise errors.command_invalid(f"unknown exchange type '{type_}'")
+        existing = self.exchanges.get(name)
+        if existing is not None:
+            self._check_exchange_equivalent(existing, type_, durable, auto_delete, internal, arguments or {})
+            return existing
+        ex = cls(name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments)
+        self.exchanges[name] = ex
+        return ex
+
+    def _check_exchange_equivalent(
+        self, ex: Exchange, type_: str, durable: bool, auto_delete: bool, internal: bool, args: Mapping[str, Any]
+    ) -> None:
+        for what, have, want in (
+            ("type", ex.type, type_),
+            ("durable", ex.durable, durable),
+            ("auto_delete", ex.auto_delete, auto_delete),
+            ("internal", ex.internal, internal),
+            ("alternate-exchange", ex.arguments.get("alternate-exchange"), args.get("alternate-exchange")),
+        ):
+            if have != want:
+                raise errors.precondition_failed(
+                    f"inequivalent arg '{what}' for exchange '{ex.name}' {self._where()}: "
+                    f"received '{_fmt(want)}' but current is '{_fmt(have)}'"
+                )
+
+    def delete_exchange(self, name: str, if_unused: bool = False) -> None:
+        if name == "" or name.startswith("amq."):
+            raise errors.access_refused(f"operation not permitted on the default exchange '{name}'")
+        ex = self.exchanges.get(name)
+        if ex is None:
+            return  # RabbitMQ: deleting a missing exchange succeeds
+        if if_unused and ex.bindings:
+            raise errors.precondition_failed(f"exchange '{name}' {self._where()} in use")
+        self._remove_exchange(ex)
+
+    def _remove_exchange(self, ex: Exchange) -> None:
+        for binding in list(ex.bindings.values()):
+            self._drop_binding(binding, auto_delete=False)
+        for other in list(self.exchanges.values()):  # bindings where ex is the destination
+            for binding in other.bindings_to(ex):
+                self._drop_binding(binding)
+        self.exchanges.pop(ex.name, None)
+        self._routes.clear()
+
+    # ------------------------------------------------------------------------------- queues
+
+    def declare_queue(
+        self,
+        session: Session | None,
+        name: str,
+        passive: bool = False,
+        durable: bool = False,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Queue:
+        args = dict(arguments or {})
+        if passive:
+            return self.queue(name, session)
+        if not name:
+            name = generated_queue_name()
+        elif name.startswith("amq."):
+            raise errors.access_refused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        existing = self.queues.get(name)
+        if existing is not None:
+            if session is not None:
+                self.check_exclusive(existing, session)
+            self._check_queue_equivalent(existing, durable, auto_delete, args)
+            return existing
+        self._validate_queue(name, durable, exclusive, auto_delete, args)
+        q = Queue(name, self.name, durable, session if exclusive else None, auto_delete, args)
+        self.queues[name] = q
+        if exclusive and session is not None:
+            session.exclusive_queues[name] = q
+        return q
+
+    def _validate_queue(
+        self, name: str, durable: bool, exclusive: bool, auto_delete: bool, args: dict[str, Any]
+    ) -> None:
+        qtype = args.get("x-queue-type", "classic")
+        if qtype not in QUEUE_TYPES:
+            raise errors.precondition_failed(
+                f"invalid arg 'x-queue-type' for queue '{name}' {self._where()}: "
+                f"queue type '{_fmt(qtype)}' is not supported by this broker"
+            )
+        if qtype == "quorum":
+            for bad, prop in (
+                (not durable, "non-durable"),
+                (exclusive, "exclusive-owner"),
+                (auto_delete, "auto-delete"),
+            ):
+                if bad:
+                    raise errors.precondition_failed(f"invalid property '{prop}' for queue '{name}' {self._where()}")
+
+    def _check_queue_equivalent(self, q: Queue, durable: bool, auto_delete: bool, args: Mapping[str, Any]) -> None:
+        checks: list[tuple[str, Any, Any]] = [
+            ("durable", q.durable, durable),
+            ("auto_delete", q.auto_delete, auto_delete),
+        ]
+        checks.append(("x-queue-type", q.queue_type, args.get("x-queue-type", "classic")))
+        checks += [(key, q.arguments.get(key), args.get(key)) for key in EQUIVALENT_QUEUE_ARGS]
+        for what, have, want in checks:
+            if have != want:
+                raise errors.precondition_failed(
+                    f"inequivalent arg '{what}' for queue '{q.name}' {self._where()}: "
+                    f"received '{_fmt(want)}' but current is '{_fmt(have)}'"
+                )
+
+    def delete_queue(self, session: Session | None, name: str, if_unused: bool = False, if_empty: bool = False) -> int:
+        q = self.queues.get(name)
+        if q is None:
+            return 0  # RabbitMQ: deleting a missing queue succeeds with a count of 0
+        if session is not None:
+            self.check_exclusive(q, session)
+        if if_unused and q.consumers:
+            raise errors.precondition_failed(f"queue '{name}' {self._where()} in use")
+        if if_empty and q.message_count():
+            raise errors.precondition_failed(f"queue '{name}' {self._where()} is not empty")
+        return self.remove_queue(q)
+
+    def remove_queue(self, q: Queue) -> int:
+        """Delete a queue: cancel its consumers (they are told), drop its bindings and messages."""
+        if q.deleted:
+            return 0
+        q.deleted = True
+        count = q.purge()
+        self.queues.pop(q.name, None)
+        for consumer in list(q.consumers):
+            consumer.channel.cancelled_by_broker(consumer)
+        q.consumers.clear()
+        for binding in list(q.bindings.values()):
+            self._drop_binding(binding)
+        if q.exclusive_owner is not None:
+            q.exclusive_owner.exclusive_queues.pop(q.name, None)
+        self._routes.clear()
+        return count
+
+    def purge_queue(self, session: Session | None, name: str) -> int:
+        return self.queue(name, session).purge()
+
+    # ----------------------------------------------------------------------------- bindings
+
+    def bind_queue(
+        self, session: Session | None, queue: str, exchange: str, routing_key: str, arguments: Mapping[str, Any]
+    ) -> None:
+        q = self.queue(queue, session)
+        self._bind(self._bindable_exchange(exchange), q, routing_key, arguments)
+
+    def unbind_queue(
+        self, session: Session | None, queue: str, exchange: str, routing_key: str, arguments: Mapping[str, Any]
+    ) -> None:
+        q = self.queue(queue, session)
+        self._unbind(self._bindable_exchange(exchange), q, routing_key, arguments)
+
+    def bind_exchange(self, destination: str, source: str, routing_key: str, arguments: Mapping[str, Any]) -> None:
+        dest = self._bindable_exchange(destination)
+        self._bind(self._bindable_exchange(source), dest, routing_key, arguments)
+
+    def unbind_exchange(self, destination: str, source: str, routing_key: str, arguments: Mapping[str, Any]) -> None:
+        dest = self._bindable_exchange(destination)
+        self._unbind(self._bindable_exchange(source), dest, routing_key, arguments)
+
+    def _bindable_exchange(self, name: str) -> Exchange:
+        if name == "":
+            raise errors.access_refused("operation not permitted on the default exchange")
+        return self.exchange(name)
+
+    def _bind(self, ex: Exchange, dest: Queue | Exchange, routing_key: str, arguments: Mapping[str, Any]) -> None:
+        if isinstance(ex, HeadersExchange):
+            ex.validate_arguments(arguments)
+        binding = Binding(ex, dest, routing_key, arguments)
+        if ex.add_binding(binding) and isinstance(dest, Queue):
+            dest.bindings[binding.key] = binding
+        self._routes.clear()
+
+    def _unbind(self, ex: Exchange, dest: Queue | Exchange, routing_key: str, arguments: Mapping[str, Any]) -> None:
+        key = Binding(ex, dest, routing_key, arguments).key
+        binding = ex.bindings.get(key)
+        if binding is not None:
+            self._drop_binding(binding)
+
+    def _drop_binding(self, binding: Binding, auto_delete: bool = True) -> None:
+        source = binding.source
+        source.remove_binding(binding.key)
+        if isinstance(binding.destination, Queue):
+            binding.destination.bindings.pop(binding.key, None)
+        self._routes.clear()
+        if auto_delete and source.auto_delete and not source.bindings and source.name in self.exchanges:
+            self._remove_exchange(source)
+
+    # ------------------------------------------------------------------------------ routing
+
+    def route(self, exchange: str, routing_key: str, message: Message) -> list[Queue]:
+        """The queues a message published to ``exchange`` with ``routing_key`` goes to."""
+        cached = self._routes.get((exchange, routing_key))
+        if cached is not None:
+            return cached
+        if exchange == "":
+            q = self.queues.get(routing_key)
+            return [q] if q is not None else []
+        ex = self.exchange(exchange)
+        if ex.internal:
+            raise errors.access_refused(f"cannot publish to internal exchange '{exchange}' {self._where()}")
+        queues: dict[Queue, None] = {}
+        cacheable = self._route_into(ex, routing_key, message, queues, set())
+        result = list(queues)
+        if cacheable:
+            if len(self._routes) >= ROUTE_CACHE_LIMIT:
+                self._routes.clear()
+            self._routes[(exchange, routing_key)] = result
+        return result
+
+    def _route_into(
+        self, ex: Exchange, routing_key: str, message: Message, out: dict[Queue, None], seen: set[str]
+    ) -> bool:
+        """Route through ``ex`` and exchanges bound to it; False if the result depends on the message."""
+        seen.add(ex.name)
+        cacheable = not ex.decodes_headers
+        before = len(out)
+        for dest in ex.route(routing_key, message):
+            if isinstance(dest, Queue):
+                out[dest] = None
+            elif dest.name not in seen:
+                cacheable &= self._route_into(dest, routing_key, message, out, seen)
+        if len(out) == before and ex.alternate_exchange and ex.alternate_exchange not in seen:
+            ae = self.exchanges.get(ex.alternate_exchange)
+            if ae is not None:
+                cacheable &= self._route_into(ae, routing_key, message, out, seen)
+        return cacheable

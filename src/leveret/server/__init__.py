@@ -1,0 +1,1 @@
+"""The only code that awaits: listeners, sessions, delivery, timers; the composition root."""

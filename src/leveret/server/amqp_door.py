@@ -1,0 +1,395 @@
+"""The AMQP listener: one ``asyncio.Protocol`` per client connection.
+
+Theory of operation: ``data_received`` feeds the sans-I/O ``ServerConnection`` and handles the
+events in order, synchronously (the core never awaits). Everything written while handling one batch
+of input (replies, deliveries to this connection's consumers, confirms) is collected and written
+once per loop turn. Back-pressure both ways: when the socket's write buffer is full, this
+connection's channels stop taking deliveries; when a queue this connection publishes to runs deep,
+reading from it pauses until the queue drains (like RabbitMQ's credit flow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import platform
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from leveret import __version__
+from leveret.amqp import methods as m
+from leveret.amqp.connection import ConnectionState, ServerConnection
+from leveret.amqp.constants import PROTOCOL_HEADER, ReplyCode
+from leveret.amqp.errors import ProtocolError
+from leveret.amqp.events import (
+    BadProtocolHeaderReceived,
+    ChannelFailed,
+    ConnectionFailed,
+    ContentReceived,
+    MethodReceived,
+    ProtocolHeaderReceived,
+)
+from leveret.amqp.frames import HEARTBEAT_FRAME, Chunk
+from leveret.amqp.properties import decode_properties
+from leveret.amqp.wire import read_table
+from leveret.core.broker import Broker
+from leveret.core.errors import BrokerError
+from leveret.core.queue import Queue
+from leveret.core.session import Session
+
+from .amqp_channel import AMQPChannel
+from .amqp_errors import reply_text, to_protocol_error
+from .config import Config
+
+log = logging.getLogger("leveret.amqp")
+
+CAPABILITIES = {
+    "publisher_confirms": True,
+    "exchange_exchange_bindings": True,
+    "basic.nack": True,
+    "consumer_cancel_notify": True,
+    "connection.blocked": True,
+    "authentication_failure_close": True,
+    "per_consumer_qos": True,
+}
+MECHANISMS = b"PLAIN AMQPLAIN"
+CLOSE_OK_TIMEOUT = 3.0
+
+
+def server_properties() -> dict[str, Any]:
+    return {
+        "product": "Leveret",
+        "version": __version__,
+        "platform": f"Python {platform.python_version()}",
+        "copyright": "Leveret authors",
+        "information": "Licensed under the Apache License 2.0",
+        "cluster_name": f"leveret@{socket.gethostname()}",
+        "capabilities": CAPABILITIES,
+    }
+
+
+def headers_of(properties: bytes) -> Mapping[str, Any] | None:
+    return decode_properties(properties).headers
+
+
+def parse_credentials(mechanism: str, response: bytes) -> tuple[str, str] | None:
+    """PLAIN: ``\\0user\\0password``; AMQPLAIN: a field table body with LOGIN and PASSWORD."""
+    if mechanism == "PLAIN":
+        parts = response.split(b"\x00")
+        if len(parts) != 3:
+            return None
+        return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
+    if mechanism == "AMQPLAIN":
+        try:
+            table, _ = read_table(len(response).to_bytes(4, "big") + response, 0)
+        except ProtocolError:
+            return None
+        login, password = table.get("LOGIN"), table.get("PASSWORD")
+        if isinstance(login, bytes):
+            login = login.decode("utf-8", "replace")
+        if isinstance(password, bytes):
+            password = password.decode("utf-8", "replace")
+        if isinstance(login, str) and isinstance(password, str):
+            return login, password
+    return None
+
+
+class AMQPConnection(asyncio.Protocol):
+    def __init__(self, broker: Broker, config: Config, registry: set[AMQPConnection]) -> None:
+        self.broker = broker
+        self.config = config
+        self.registry = registry
+        self.proto = ServerConnection(config.frame_max, config.channel_max, config.max_message_size)
+        self.session: Session | None = None
+        self.channels: dict[int, AMQPChannel] = {}
+        self.client_properties: dict[str, Any] = {}
+        self.client_capabilities: dict[str, Any] = {}
+        self.headers_decoder = headers_of
+        self.frame_max = config.frame_max
+        self.heartbeat = 0
+        self.peer = "?"
+        self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_event_loop()
+        self._out: list[Chunk] = []
+        self._flush_scheduled = False
+        self._confirms: dict[AMQPChannel, None] = {}
+        self._received = True
+        self._sent = True
+        self._timers: list[asyncio.TimerHandle] = []
+        self._reading_paused = False
+        self._flow_queues: dict[Queue, None] = {}
+
+    # ------------------------------------------------------------------------------- I/O
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        assert self.transport is not None
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.transport.set_write_buffer_limits(high=self.config.write_buffer_high)
+        self.registry.add(self)
+        self._later(self.config.handshake_timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        for event in self.proto.receive(data):
+            try:
+                self._handle(event)
+            except ProtocolError as exc:
+                self._fail(getattr(event, "channel", 0), exc)
+            if self.transport is None or self.transport.is_closing():
+                return
+        if self._confirms:
+            self._send_confirms()
+        if self._flow_queues:
+            self._apply_flow()
+
+    def write_chunks(self, chunks: Iterable[Chunk]) -> None:
+        self._out.extend(chunks)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def send(self, channel: int, method: m.Method) -> None:
+        self.write_chunks((self.proto.send(channel, method),))
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out or self.transport is None or self.transport.is_closing():
+            out.clear()
+            return
+        self._out = []
+        self._sent = True
+        self.transport.write(b"".join(out))
+
+    def pause_writing(self) -> None:
+        for ch in self.channels.values():
+            ch.core.paused = True
+
+    def resume_writing(self) -> None:
+        for ch in list(self.channels.values()):
+            ch.core.set_paused(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self.registry.discard(self)
+        if self.session is not None:
+            self.broker.close_session(self.session)
+            self.session = None
+        self.channels.clear()
+        self.transport = None
+
+    def close_transport(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self._flush()
+            self.transport.close()
+
+    # ------------------------------------------------------------------------------ events
+
+    def _handle(self, event: object) -> None:
+        if type(event) is ContentReceived:
+            ch = self.channels.get(event.channel)
+            if ch is not None:
+                self._publish(ch, event)
+        elif type(event) is MethodReceived:
+            if event.channel == 0:
+                self._connection_method(event.method)
+            else:
+                self._channel_method(event.channel, event.method)
+        elif type(event) is ProtocolHeaderReceived:
+            self.send(0, m.ConnectionStart(0, 9, server_properties(), MECHANISMS, b"en_US"))
+        elif type(event) is BadProtocolHeaderReceived:
+            self.write_chunks((PROTOCOL_HEADER,))
+            self.close_transport()
+        elif type(event) is ChannelFailed:
+            self._fail(event.channel, event.error)
+        elif type(event) is ConnectionFailed:
+            self._fail(0, event.error)
+
+    def _publish(self, ch: AMQPChannel, event: ContentReceived) -> None:
+        try:
+            ch.publish(event.method, event.properties, event.body, event.wire)
+        except BrokerError as exc:
+            raise to_protocol_error(exc, 60, 40) from None
+
+    def _channel_method(self, number: int, method: m.Method) -> None:
+        if type(method) is m.ChannelOpen:
+            self.channels[number] = AMQPChannel(self, number)
+            self.send(number, m.ChannelOpenOk())
+            return
+        ch = self.channels.get(number)
+        if ch is None:
+            return
+        if type(method) is m.ChannelClose:
+            self._drop_channel(number)
+            self.send(number, m.ChannelCloseOk())
+            return
+        try:
+            ch.handle(method)
+        except BrokerError as exc:
+            raise to_protocol_error(exc, method.CLASS_ID, method.METHOD_ID) from None
+
+    def _drop_channel(self, number: int) -> None:
+        ch = self.channels.pop(number, None)
+        self._confirms.pop(ch, None) if ch is not None else None
+        if ch is not None:
+            ch.close()
+
+    def _fail(self, channel: int, error: ProtocolError) -> None:
+        text = reply_text(error)
+        if error.is_hard or channel == 0:
+            log.info("closing connection %s: %s", self.peer, text)
+            if self.proto.state not in (ConnectionState.CLOSING, ConnectionState.CLOSED):
+                try:
+                    self.send(0, m.ConnectionClose(error.code, text, error.class_id, error.method_id))
+                except RuntimeError:
+                    self.close_transport()
+                    return
+            if self.session is not None:
+                self.broker.close_session(self.session)
+                self.session = None
+            if error.code in (ReplyCode.FRAME_ERROR, ReplyCode.SYNTAX_ERROR) or channel == -1:
+                self.close_transport()
+            else:
+                self._later(CLOSE_OK_TIMEOUT, self.close_transport)
+            return
+        log.debug("closing channel %d of %s: %s", channel, self.peer, text)
+        self._drop_channel(channel)
+        self.send(channel, m.ChannelClose(error.code, text, error.class_id, error.method_id))
+
+    # ------------------------------------------------------------------------- connection
+
+    def _connection_method(self, method: m.Method) -> None:
+        if type(method) is m.ConnectionStartOk:
+            self._start_ok(method)
+        elif type(method) is m.ConnectionTuneOk:
+            self._tune_ok(method)
+        elif type(method) is m.ConnectionOpen:
+            self._open(method)
+        elif type(method) is m.ConnectionClose:
+            if self.session is not None:
+                self.broker.close_session(self.session)
+                self.session = None
+            self.send(0, m.ConnectionCloseOk())
+            self.close_transport()
+        elif type(method) is m.ConnectionCloseOk:
+            self.close_transport()
+        elif type(method) is m.ConnectionUpdateSecret:
+            self.send(0, m.ConnectionUpdateSecretOk())
+
+    def _start_ok(self, method: m.ConnectionStartOk) -> None:
+        self.client_properties = method.client_properties
+        caps = method.client_properties.get("capabilities")
+        self.client_capabilities = caps if isinstance(caps, dict) else {}
+        if method.mechanism not in ("PLAIN", "AMQPLAIN"):
+            raise ProtocolError(ReplyCode.COMMAND_INVALID, f"unknown authentication mechanism '{method.mechanism}'")
+        creds = parse_credentials(method.mechanism, method.response)
+        user = self.broker.authenticate(*creds) if creds else None
+        if user is None:
+            name = creds[0] if creds else "?"
+            log.warning("login refused for user %r from %s (%s)", name, self.peer, method.mechanism)
+            raise ProtocolError(
+                ReplyCode.ACCESS_REFUSED,
+                f"Login was refused using authentication mechanism {method.mechanism}. "
+                "For details see the broker logfile.",
+            )
+        self._user = user
+        self.send(0, m.ConnectionTune(self.config.channel_max, self.config.frame_max, self.config.heartbeat))
+
+    def _tune_ok(self, method: m.ConnectionTuneOk) -> None:
+        frame_max = method.frame_max or self.config.frame_max
+        channel_max = method.channel_max or self.config.channel_max
+        if frame_max < 4096 or frame_max > self.config.frame_max:
+            raise ProtocolError(ReplyCode.NOT_ALLOWED, f"frame_max={frame_max} outside 4096..{self.config.frame_max}")
+        if channel_max > self.config.channel_max:
+            raise ProtocolError(ReplyCode.NOT_ALLOWED, f"channel_max={channel_max} > {self.config.channel_max}")
+        self.proto.tuned(frame_max, channel_max)
+        self.frame_max = frame_max
+        self.heartbeat = method.heartbeat
+        if self.heartbeat:
+            self._later(self.heartbeat / 2, self._heartbeat_tick)
+
+    def _open(self, method: m.ConnectionOpen) -> None:
+        try:
+            self.session = self.broker.open_session(self._user, method.virtual_host, self.peer)
+        except BrokerError as exc:
+            raise to_protocol_error(exc, 10, 40) from None
+        self.send(0, m.ConnectionOpenOk())
+
+    # ---------------------------------------------------------------------------- confirms
+
+    def confirm_pending(self, ch: AMQPChannel) -> None:
+        self._confirms[ch] = None
+
+    def _send_confirms(self) -> None:
+        for ch in self._confirms:
+            if ch.number in self.channels:
+                self.send(ch.number, m.BasicAck(ch.publish_seq, True))
+        self._confirms.clear()
+
+    # -------------------------------------------------------------------------------- flow
+
+    def note_publish_target(self, queue: Queue) -> None:
+        if queue.message_count() > self.config.flow_high and queue.consumers:
+            self._flow_queues[queue] = None
+
+    def _apply_flow(self) -> None:
+        if self._reading_paused or self.transport is None:
+            return
+        if any(ch.core.consumers for ch in self.channels.values()):
+            self._flow_queues.clear()  # never stall a connection that also consumes (it must ack)
+            return
+        self._reading_paused = True
+        self.transport.pause_reading()
+        self._later(0.002, self._check_flow)
+
+    def _check_flow(self) -> None:
+        low = self.config.flow_low
+        queues = self._flow_queues
+        for q in list(queues):
+            if q.deleted or q.message_count() <= low or not q.consumers:
+                del queues[q]
+        if queues:
+            self._later(0.002, self._check_flow)
+            return
+        self._reading_paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------------------------ timers
+
+    def _later(self, delay: float, callback: Callable[[], None]) -> None:
+        self._timers = [t for t in self._timers if not t.cancelled()]
+        self._timers.append(self._loop.call_later(delay, callback))
+
+    def _handshake_timeout(self) -> None:
+        if self.proto.state is not ConnectionState.OPEN and self.session is None:
+            log.info("handshake timeout from %s", self.peer)
+            self.close_transport()
+
+    def _heartbeat_tick(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if not self._sent:
+            self.write_chunks((HEARTBEAT_FRAME,))
+        self._sent = False
+        self._missed = 0 if self._received else getattr(self, "_missed", 0) + 1
+        self._received = False
+        if self._missed >= 4:  # two heartbeat intervals (ticks are half an interval)
+            log.info("missed heartbeats from %s, closing", self.peer)
+            if self.session is not None:
+                self.broker.close_session(self.session)
+                self.session = None
+            self.transport.abort()
+            return
+        self._later(self.heartbeat / 2, self._heartbeat_tick)

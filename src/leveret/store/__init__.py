@@ -1,0 +1,1 @@
+"""Durability (message log, definitions journal, recovery): arrives with the storage issue."""
