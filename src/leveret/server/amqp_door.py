@@ -146,6 +146,8 @@ class AMQPConnection(asyncio.Protocol):
                 self._fail(getattr(event, "channel", 0), exc)
             if self.transport is None or self.transport.is_closing():
                 return
+            if self.proto.state is ConnectionState.CLOSING:
+                break  # a hard error: nothing after it is acted on (spec 4.2.4)
         if self._confirms:
             self._send_confirms()
         if self._flow_queues:

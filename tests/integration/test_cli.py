@@ -1,0 +1,82 @@
+"""The `leveret` command: flags, environment variables, clean shutdown, server properties."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pika
+
+from tests.conftest import free_port, wait_for_port
+
+
+def test_help_names_every_flag_and_says_which_doors_wait() -> None:
+    out = subprocess.run([sys.executable, "-m", "leveret", "serve", "--help"], capture_output=True, text=True).stdout
+    flat = " ".join(out.split())
+    for flag in ("--host", "--amqp-port", "--data-dir", "--http-port", "--zmq-publish-port",
+                 "--zmq-subscribe-port", "--zmq-push-port", "--log-level"):
+        assert flag in flat
+    assert "ignored until the management door exists" in flat
+    assert "ignored until the event-bus door exists" in flat
+
+
+def test_env_vars_configure_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = dict(os.environ, LEVERET_AMQP_PORT=str(port), LEVERET_HOST="127.0.0.1",
+               LEVERET_DATA_DIR=str(tmp_path / "d"), LEVERET_LOG_LEVEL="DEBUG")
+    proc = subprocess.Popen([sys.executable, "-m", "leveret", "serve"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(port, proc)
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+        assert conn.is_open
+        assert (tmp_path / "d").is_dir()
+        props = conn._impl.server_properties  # what connection.start carried
+        caps = props["capabilities"]
+        for cap in ("publisher_confirms", "exchange_exchange_bindings", "basic.nack", "consumer_cancel_notify",
+                    "connection.blocked", "per_consumer_qos", "authentication_failure_close"):
+            assert caps[cap] is True, cap
+        assert props["product"] == "Leveret"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert time.monotonic() - started < 5
+        out = proc.stdout.read().decode() if proc.stdout else ""
+        assert "shutting down" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_sigint_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "leveret", "serve", "--host", "127.0.0.1", "--amqp-port",
+                             str(port), "--data-dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_server_heartbeats_keep_an_idle_client_alive(fresh_broker: object) -> None:
+    from tests.conftest import BrokerProcess
+
+    assert isinstance(fresh_broker, BrokerProcess)
+    params = pika.ConnectionParameters("127.0.0.1", fresh_broker.port, heartbeat=1)
+    conn = pika.BlockingConnection(params)
+    ch = conn.channel()
+    deadline = time.monotonic() + 3.5  # over 3 heartbeat intervals, with the client only listening
+    while time.monotonic() < deadline:
+        conn.process_data_events(time_limit=0.2)
+    ch.queue_declare("", exclusive=True)
+    assert conn.is_open
+    conn.close()
