@@ -176,7 +176,7 @@ class HeadersExchange(Exchange):
         mode = arguments.get("x-match", "all")
         if mode not in _MATCH_MODES:
             raise precondition_failed(
-                f"Invalid x-match field value {mode!r}; expected all, any, all-with-x, any-with-x"
+                f"Invalid x-match field value {mode!r}; expected all, any, all-with-x, or any-with-x"
             )
 
     def route(self, routing_key: str, message: Message) -> Iterable[Any]:

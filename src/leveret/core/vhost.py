@@ -18,6 +18,7 @@ from .exchange import EXCHANGE_TYPES, Binding, Exchange, HeadersExchange
 from .message import Message
 from .names import generated_queue_name
 from .queue import Queue
+from .queue_args import invalid_argument
 
 if TYPE_CHECKING:
     from .session import Session
@@ -53,6 +54,20 @@ def _fmt(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def _typed(value: Any) -> str:
+    if value is None:
+        return "none"
+    kind = {bool: "bool", int: "long", float: "double", str: "longstr", bytes: "bytes"}.get(type(value), "table")
+    return f"the value '{_fmt(value)}' of type '{kind}'"
+
+
+def _received(what: str, want: Any, have: Any) -> str:
+    """RabbitMQ's wording: flags as 'true'/'false', arguments as typed values."""
+    if what in ("type", "durable", "auto_delete", "internal"):
+        return f"received '{_fmt(want)}' but current is '{_fmt(have)}'"
+    return f"received {_typed(want)} but current is {_typed(have)}"
+
+
 class VirtualHost:
     def __init__(self, name: str = "/") -> None:
         self.name = name
@@ -85,11 +100,14 @@ class VirtualHost:
     def check_exclusive(self, queue: Queue, session: Session) -> None:
         owner = queue.exclusive_owner
         if owner is not None and owner is not session:
-            raise errors.resource_locked(
-                f"cannot obtain exclusive access to locked queue '{queue.name}' {self._where()}. It could be "
-                "originally declared on another connection or the exclusive property value does not match "
-                "that of the original declaration."
-            )
+            self._refuse_exclusive(queue)
+
+    def _refuse_exclusive(self, queue: Queue) -> None:
+        raise errors.resource_locked(
+            f"cannot obtain exclusive access to locked queue '{queue.name}' {self._where()}. It could be "
+            "originally declared on another connection or the exclusive property value does not match "
+            "that of the original declaration."
+        )
 
     # ---------------------------------------------------------------------------- exchanges
 
@@ -107,8 +125,6 @@ class VirtualHost:
             return self.exchange(name)
         if name == "":
             raise errors.access_refused("operation not permitted on the default exchange")
-        if name.startswith("amq."):
-            raise errors.access_refused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
         cls = EXCHANGE_TYPES.get(type_)
         if cls is None:
             raise errors.command_invalid(f"unknown exchange type '{type_}'")
@@ -116,6 +132,8 @@ class VirtualHost:
         if existing is not None:
             self._check_exchange_equivalent(existing, type_, durable, auto_delete, internal, arguments or {})
             return existing
+        if name.startswith("amq."):
+            raise errors.access_refused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
         ex = cls(name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments)
         self.exchanges[name] = ex
         return ex
@@ -132,13 +150,14 @@ class VirtualHost:
         ):
             if have != want:
                 raise errors.precondition_failed(
-                    f"inequivalent arg '{what}' for exchange '{ex.name}' {self._where()}: "
-                    f"received '{_fmt(want)}' but current is '{_fmt(have)}'"
+                    f"inequivalent arg '{what}' for exchange '{ex.name}' {self._where()}: {_received(what, want, have)}"
                 )
 
     def delete_exchange(self, name: str, if_unused: bool = False) -> None:
-        if name == "" or name.startswith("amq."):
-            raise errors.access_refused(f"operation not permitted on the default exchange '{name}'")
+        if name == "":
+            raise errors.access_refused("operation not permitted on the default exchange")
+        if name.startswith("amq.") and name in self.exchanges:
+            raise errors.access_refused(f"deletion of system exchange '{name}' {self._where()} not allowed")
         ex = self.exchanges.get(name)
         if ex is None:
             return  # RabbitMQ: deleting a missing exchange succeeds
@@ -178,6 +197,8 @@ class VirtualHost:
         if existing is not None:
             if session is not None:
                 self.check_exclusive(existing, session)
+                if exclusive and existing.exclusive_owner is not session:
+                    self._refuse_exclusive(existing)
             self._check_queue_equivalent(existing, durable, auto_delete, args)
             return existing
         self._validate_queue(name, durable, exclusive, auto_delete, args)
@@ -190,6 +211,9 @@ class VirtualHost:
     def _validate_queue(
         self, name: str, durable: bool, exclusive: bool, auto_delete: bool, args: dict[str, Any]
     ) -> None:
+        bad = invalid_argument(args)
+        if bad is not None:
+            raise errors.precondition_failed(f"invalid arg '{bad[0]}' for queue '{name}' {self._where()}: {bad[1]}")
         qtype = args.get("x-queue-type", "classic")
         if qtype not in QUEUE_TYPES:
             raise errors.precondition_failed(
@@ -215,8 +239,7 @@ class VirtualHost:
         for what, have, want in checks:
             if have != want:
                 raise errors.precondition_failed(
-                    f"inequivalent arg '{what}' for queue '{q.name}' {self._where()}: "
-                    f"received '{_fmt(want)}' but current is '{_fmt(have)}'"
+                    f"inequivalent arg '{what}' for queue '{q.name}' {self._where()}: {_received(what, want, have)}"
                 )
 
     def delete_queue(self, session: Session | None, name: str, if_unused: bool = False, if_empty: bool = False) -> int:
