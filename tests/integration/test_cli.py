@@ -80,3 +80,24 @@ def test_server_heartbeats_keep_an_idle_client_alive(fresh_broker: object) -> No
     ch.queue_declare("", exclusive=True)
     assert conn.is_open
     conn.close()
+
+
+def test_flags_beat_env_which_beats_the_toml_file(tmp_path: Path) -> None:
+    from leveret.server.config import Config, build_config
+
+    toml = tmp_path / "leveret.toml"
+    toml.write_text('amqp_port = 1111\nheartbeat = 5\nhosts = ["10.0.0.1"]\ndata_dir = "/from/file"\n')
+    env = {"LEVERET_AMQP_PORT": "2222", "LEVERET_HEARTBEAT": "7"}
+    cfg = build_config({"amqp_port": 3333}, env, str(toml))
+    assert cfg.amqp_port == 3333  # flag
+    assert cfg.heartbeat == 7  # env over file
+    assert cfg.hosts == ("10.0.0.1",)  # file
+    assert cfg.data_dir == "/from/file"
+    assert cfg.frame_max == Config().frame_max  # default
+    assert build_config({}, {"LEVERET_HOST": "127.0.0.1, ::1"}).hosts == ("127.0.0.1", "::1")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("amqp_prot = 1\n")
+    import pytest
+
+    with pytest.raises(ValueError, match="amqp_prot"):
+        build_config({}, {}, str(bad))

@@ -7,28 +7,31 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
-from leveret.server.config import Config
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get("LEVERET_" + name, default)
+from leveret.server.config import Config, build_config
 
 
 def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run the broker")
+    p = sub.add_parser(
+        "serve",
+        help="run the broker",
+        description="Run the broker. Every option can also be set as LEVERET_<NAME> in the environment "
+        "(e.g. LEVERET_AMQP_PORT) or in a TOML file (--config); flags win over the environment, which wins "
+        "over the file.",
+    )
+    p.add_argument("--config", default=os.environ.get("LEVERET_CONFIG"), help="TOML file with settings")
     p.add_argument(
         "--host",
+        dest="hosts",
         action="append",
-        default=None,
-        help="address to listen on; repeat for several (default: 127.0.0.1 and ::1, env LEVERET_HOST, comma-separated)",
+        help="address to listen on, repeat for several (default: 127.0.0.1 and ::1; env LEVERET_HOST, comma-separated)",
     )
-    p.add_argument("--amqp-port", type=int, default=int(_env("AMQP_PORT", "5672")), help="AMQP port (5672)")
-    p.add_argument("--data-dir", default=_env("DATA_DIR", "./data"), help="data directory (./data)")
+    p.add_argument("--amqp-port", type=int, help="AMQP port (5672)")
+    p.add_argument("--data-dir", help="data directory (./data)")
     p.add_argument(
         "--http-port",
         type=int,
-        default=int(_env("HTTP_PORT", "15672")),
         help="management HTTP port (15672); accepted and ignored until the management door exists",
     )
     for name, port, what in (
@@ -39,26 +42,19 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         p.add_argument(
             f"--zmq-{name}-port",
             type=int,
-            default=int(_env(f"ZMQ_{name.upper()}_PORT", str(port))),
             help=f"ZeroMQ {what} ({port}); accepted and ignored until the event-bus door exists",
         )
-    p.add_argument("--log-level", default=_env("LOG_LEVEL", "INFO"), help="DEBUG, INFO, WARNING, ERROR (INFO)")
-    p.add_argument("--heartbeat", type=int, default=int(_env("HEARTBEAT", "60")), help="heartbeat proposed (60 s)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (INFO)")
+    p.add_argument("--heartbeat", type=int, help="heartbeat interval the server proposes, seconds (60; 0 = off)")
+    p.add_argument("--frame-max", type=int, help="largest frame the server accepts (131072)")
+    p.add_argument("--channel-max", type=int, help="most channels per connection (2047)")
+    p.add_argument("--max-message-size", type=int, help="largest message body in bytes (16 MiB)")
 
 
 def _config(args: argparse.Namespace) -> Config:
-    hosts = args.host or [h.strip() for h in _env("HOST", "127.0.0.1,::1").split(",") if h.strip()]
-    return Config(
-        hosts=tuple(hosts),
-        amqp_port=args.amqp_port,
-        data_dir=args.data_dir,
-        http_port=args.http_port,
-        zmq_publish_port=args.zmq_publish_port,
-        zmq_subscribe_port=args.zmq_subscribe_port,
-        zmq_push_port=args.zmq_push_port,
-        log_level=args.log_level.upper(),
-        heartbeat=args.heartbeat,
-    )
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    config = build_config(flags, os.environ, args.config)
+    return replace(config, log_level=config.log_level.upper())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

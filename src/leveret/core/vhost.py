@@ -221,12 +221,12 @@ class VirtualHost:
                 f"queue type '{_fmt(qtype)}' is not supported by this broker"
             )
         if qtype == "quorum":
-            for bad, prop in (
+            for refused, prop in (
                 (not durable, "non-durable"),
                 (exclusive, "exclusive-owner"),
                 (auto_delete, "auto-delete"),
             ):
-                if bad:
+                if refused:
                     raise errors.precondition_failed(f"invalid property '{prop}' for queue '{name}' {self._where()}")
 
     def _check_queue_equivalent(self, q: Queue, durable: bool, auto_delete: bool, args: Mapping[str, Any]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +25,43 @@ class Config:
     write_buffer_high: int = 4 * 1024 * 1024
     flow_high: int = 50_000  # pause a publisher while a queue it feeds holds more ready messages
     flow_low: int = 25_000
+
+
+def _convert(name: str, raw: object) -> object:
+    default = getattr(Config(), name)
+    if isinstance(default, tuple):
+        items = raw.split(",") if isinstance(raw, str) else list(raw)  # type: ignore[call-overload]
+        return tuple(str(i).strip() for i in items if str(i).strip())
+    if isinstance(default, bool):
+        return raw if isinstance(raw, bool) else str(raw).lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)  # type: ignore[call-overload]
+    if isinstance(default, float):
+        return float(raw)  # type: ignore[arg-type]
+    return str(raw)
+
+
+def build_config(flags: Mapping[str, object], environ: Mapping[str, str], config_file: str | None = None) -> Config:
+    """Resolve every field: command-line flag > ``LEVERET_<FIELD>`` env var > TOML file > default.
+
+    ``flags`` holds the fields given on the command line (None = not given). The TOML file uses the
+    field names (``amqp_port = 5672``, ``hosts = ["127.0.0.1"]``), at top level or under ``[leveret]``.
+    """
+    from_file: dict[str, object] = {}
+    if config_file:
+        with open(config_file, "rb") as fh:
+            loaded = tomllib.load(fh)
+        from_file = dict(loaded.get("leveret", loaded))
+    values: dict[str, object] = {}
+    for f in fields(Config):
+        env_value = environ.get("LEVERET_" + f.name.upper())
+        if f.name == "hosts" and env_value is None:
+            env_value = environ.get("LEVERET_HOST")
+        for source in (flags.get(f.name), env_value, from_file.get(f.name)):
+            if source is not None:
+                values[f.name] = _convert(f.name, source)
+                break
+    unknown = set(from_file) - {f.name for f in fields(Config)}
+    if unknown:
+        raise ValueError(f"unknown settings in {config_file}: {', '.join(sorted(unknown))}")
+    return Config(**values)  # type: ignore[arg-type]
