@@ -91,6 +91,21 @@ SPEC = [
     ]),
 ]
 
+# Methods a server accepts from a client (the spec's chassis "server", as RabbitMQ implements it:
+# RabbitMQ never sends channel.flow, so it refuses flow-ok). Any other method from a client is
+# answered with 503 COMMAND_INVALID "unimplemented method", as RabbitMQ does.
+FROM_CLIENT = {
+    "connection.start-ok", "connection.secure-ok", "connection.tune-ok", "connection.open",
+    "connection.close", "connection.close-ok", "connection.update-secret",
+    "channel.open", "channel.flow", "channel.close", "channel.close-ok",
+    "access.request",
+    "exchange.declare", "exchange.delete", "exchange.bind", "exchange.unbind",
+    "queue.declare", "queue.bind", "queue.purge", "queue.delete", "queue.unbind",
+    "basic.qos", "basic.consume", "basic.cancel", "basic.publish", "basic.get", "basic.ack",
+    "basic.reject", "basic.recover-async", "basic.recover", "basic.nack",
+    "confirm.select", "tx.select", "tx.commit", "tx.rollback",
+}
+
 PYTYPE = {"octet": "int", "short": "int", "long": "int", "longlong": "int", "shortstr": "str",
           "longstr": "bytes", "bit": "bool", "table": "FieldTable", "timestamp": "int"}
 
@@ -128,6 +143,8 @@ def main() -> None:
     w("    FIELDS: ClassVar[tuple[tuple[str, str], ...]]")
     w("    SYNCHRONOUS: ClassVar[bool]")
     w("    HAS_CONTENT: ClassVar[bool]")
+    w("    FROM_CLIENT: ClassVar[bool]")
+    w('    """True if a server accepts it from a client (spec chassis "server")."""')
     w("    RESPONSES: ClassVar[tuple[str, ...]]")
     w("")
     registry = []
@@ -150,6 +167,7 @@ def main() -> None:
             w(f"    FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ({tup}{',' if len(fl) == 1 else ''})")
             w(f"    SYNCHRONOUS: ClassVar[bool] = {sync}")
             w(f"    HAS_CONTENT: ClassVar[bool] = {content}")
+            w(f"    FROM_CLIENT: ClassVar[bool] = {f'{cname}.{mname}' in FROM_CLIENT}")
             rt = ", ".join(f'"{cname}.{r}"' for r in responses)
             w(f"    RESPONSES: ClassVar[tuple[str, ...]] = ({rt}{',' if len(responses) == 1 else ''})")
             for n, t, d in fl:

@@ -51,14 +51,16 @@ def decode_method(payload: Buffer) -> Method:
     if cls is None:
         raise ProtocolError(ReplyCode.NOT_IMPLEMENTED, f"unknown method {class_id}.{method_id}", class_id, method_id)
     try:
-        args = _decode_fields(cls.FIELDS, payload, 4)
+        args, end = _decode_fields(cls.FIELDS, payload, 4)
+        if end != len(payload):  # RabbitMQ refuses these too ("cannot decode")
+            raise syntax_error("method frame longer than its arguments")
     except ProtocolError as exc:
         exc.class_id, exc.method_id = class_id, method_id
         raise
     return cls(*args)
 
 
-def _decode_fields(fields: tuple[tuple[str, str], ...], buf: Buffer, offset: int) -> list[Any]:
+def _decode_fields(fields: tuple[tuple[str, str], ...], buf: Buffer, offset: int) -> tuple[list[Any], int]:
     args: list[Any] = []
     bit = 8
     bits = 0
@@ -73,7 +75,7 @@ def _decode_fields(fields: tuple[tuple[str, str], ...], buf: Buffer, offset: int
         bit = 8
         value, offset = _READERS[kind](buf, offset)
         args.append(value)
-    return args
+    return args, offset
 
 
 def encode_method(method: Method) -> bytes:

@@ -27,6 +27,8 @@ from .constants import (
     FRAME_HEADER,
     FRAME_HEARTBEAT,
     FRAME_METHOD,
+    FRAME_MIN_SIZE,
+    FRAME_OVERHEAD,
     PROTOCOL_HEADER,
     ReplyCode,
 )
@@ -41,6 +43,7 @@ from .events import (
     ProtocolHeaderReceived,
 )
 from .frames import method_frame
+from .properties import validate_properties
 
 _FRAME_HEAD = struct.Struct(">BHI")
 _HH = struct.Struct(">HH")
@@ -114,16 +117,26 @@ class ServerConnection:
         self.channel_max = channel_max
         self.max_message_size = max_message_size
         self.channels: dict[int, ChannelMachine] = {}
-        self._pending = b""
+        self._pending: list[bytes] = []  # an incomplete frame (or protocol header), as it arrived
+        self._buffered = 0  # bytes in _pending
+        self._needed = 0  # bytes the incomplete frame needs in all: until then nothing is joined
+        # After a hard error nothing is parsed until the server's connection.close is out (the events
+        # before the error are still answered), and never again after a frame error: framing is lost.
+        self._halted = False
+        self._desynced = False
+        self._frame_limit = FRAME_MIN_SIZE  # spec 4.2.3/connection.tune: frame-min-size until tune-ok
 
     # ------------------------------------------------------------------------------ negotiation
 
     def tuned(self, frame_max: int, channel_max: int) -> None:
-        """Apply the limits the client chose in ``connection.tune-ok`` (0 means "no limit")."""
+        """Apply the limits the client chose in ``connection.tune-ok`` (0 means "no limit"): a client
+        can only lower ours. The machine calls this itself when it parses tune-ok, so the frames
+        right behind it are checked against the negotiated limits."""
         if frame_max:
-            self.frame_max = frame_max
+            self.frame_max = max(FRAME_MIN_SIZE, min(frame_max, self.frame_max))
         if channel_max:
-            self.channel_max = channel_max
+            self.channel_max = min(channel_max, self.channel_max)
+        self._frame_limit = self.frame_max
 
     # ---------------------------------------------------------------------------------- sending
 
@@ -134,6 +147,8 @@ class ServerConnection:
             if nxt is None:
                 raise RuntimeError(f"server cannot send {method.NAME} in state {self.state}")
             self.state = nxt
+            if nxt is S.CLOSING:
+                self._halted = self._desynced  # read the peer's close-ok, if the stream still has frames
         elif isinstance(method, m.ChannelClose):
             ch = self.channels.get(channel)
             if ch is not None:
@@ -149,11 +164,15 @@ class ServerConnection:
 
     def receive(self, data: bytes) -> list[Event]:
         events: list[Event] = []
-        if self.state in (S.CLOSED,):
+        if self.state is S.CLOSED or self._halted:
             return events
         if self._pending:
-            data = self._pending + data
-            self._pending = b""
+            self._pending.append(data)
+            self._buffered += len(data)
+            if self._buffered < self._needed:
+                return events  # a frame arriving in many small pieces costs linear time, not quadratic
+            data = b"".join(self._pending)
+            self._pending = []
         offset = 0
         if self.state is S.AWAIT_HEADER:
             offset = self._receive_header(data, events)
@@ -162,18 +181,22 @@ class ServerConnection:
         try:
             offset = self._receive_frames(data, offset, events)
         except ProtocolError as exc:
-            self.state = S.CLOSING
-            self._pending = b""
+            self._halted = True
+            self._desynced = exc.code is ReplyCode.FRAME_ERROR
             events.append(ConnectionFailed(exc))
             return events
         if offset < len(data):
-            self._pending = data[offset:]
+            rest = data[offset:]
+            self._pending = [rest]
+            self._buffered = len(rest)
+            # a frame is head(7) + payload + end(1); before its head is in, the head is what is needed
+            self._needed = 8 + _II.unpack_from(rest, 3)[0] if len(rest) >= 7 else 7
         return events
 
     def _receive_header(self, data: bytes, events: list[Event]) -> int:
         if len(data) < len(PROTOCOL_HEADER):
             if PROTOCOL_HEADER.startswith(data):
-                self._pending = data
+                self._pending = [data]  # _needed stays 0: every byte of a header is checked at once
             else:
                 self.state = S.CLOSED
                 events.append(BadProtocolHeaderReceived(data))
@@ -189,11 +212,10 @@ class ServerConnection:
     def _receive_frames(self, data: bytes, offset: int, events: list[Event]) -> int:
         end = len(data)
         view = memoryview(data)
-        max_payload = self.frame_max - 8
         while end - offset >= 7:
             ftype, channel, size = _FRAME_HEAD.unpack_from(data, offset)
-            if size > max_payload:
-                raise frame_error(f"frame size {size} exceeds frame_max {self.frame_max}")
+            if size > self._frame_limit - FRAME_OVERHEAD:  # checked before a byte of it is buffered
+                raise frame_error(f"frame of {size + FRAME_OVERHEAD} bytes exceeds frame_max {self._frame_limit}")
             stop = offset + 7 + size
             if stop >= end:
                 break  # need more bytes (the frame-end octet too)
@@ -208,8 +230,10 @@ class ServerConnection:
             elif ftype == FRAME_BODY:
                 self._body_frame(channel, data[start:stop], events)
             elif ftype == FRAME_HEARTBEAT:
-                if channel != 0:
+                if channel != 0:  # spec 4.2.7: 501, where RabbitMQ says 505
                     raise frame_error("heartbeat frame on a channel other than 0")
+                if size:
+                    raise frame_error("heartbeat frame with a payload")
             else:
                 raise frame_error(f"unknown frame type {ftype}")
             if self.state is S.CLOSED:
@@ -226,7 +250,7 @@ class ServerConnection:
         if ch is None:
             return
         if not ASSEMBLY.get((ch.assembly, FRAME_METHOD)):
-            raise ProtocolError(ReplyCode.UNEXPECTED_FRAME, f"method frame on channel {channel} mid-content")
+            raise ProtocolError(ReplyCode.UNEXPECTED_FRAME, f"method frame on channel {channel} mid-content", 60, 40)
         if len(payload) >= 4 and _II.unpack_from(payload, 0)[0] == _PUBLISH_ID:
             method: m.Method = _decode_publish(payload)
             ch.wire = bytes(payload[6:-1])
@@ -241,6 +265,10 @@ class ServerConnection:
             elif isinstance(method, m.ChannelClose):
                 events.append(MethodReceived(channel, method))
             return  # spec 4.2.4: everything else is discarded while closing
+        if not method.FROM_CLIENT or method.CLASS_ID == 10:
+            raise ProtocolError(  # RabbitMQ's code and text for a method only servers send
+                ReplyCode.COMMAND_INVALID, f"unimplemented method {method.NAME}", method.CLASS_ID, method.METHOD_ID
+            )
         if method.HAS_CONTENT:
             ch.assembly = Assembly.AWAIT_HEADER
             ch.method = method
@@ -253,10 +281,10 @@ class ServerConnection:
 
     def _channel_for(self, channel: int, payload: memoryview, events: list[Event]) -> ChannelMachine | None:
         """The channel a frame is for; opens it on ``channel.open`` (and then returns None)."""
-        if self.state is not S.OPEN:
+        if self.state is not S.OPEN and self.state is not S.OPENING:
             if self.state is S.CLOSING or self.state is S.PEER_CLOSED:
                 return None
-            raise ProtocolError(ReplyCode.COMMAND_INVALID, "channel frame before connection.open-ok")
+            raise ProtocolError(ReplyCode.UNEXPECTED_FRAME, f"channel {channel} frame before connection.open")
         ch = self.channels.get(channel)
         if ch is not None:
             return ch
@@ -280,13 +308,15 @@ class ServerConnection:
         if nxt is None:
             if self.state in (S.CLOSING, S.PEER_CLOSED):
                 return
-            raise ProtocolError(
-                ReplyCode.COMMAND_INVALID,
-                f"{method.NAME} not allowed in state {self.state}",
+            raise ProtocolError(  # RabbitMQ's code and text (rabbit_reader, handle_method0)
+                ReplyCode.CHANNEL_ERROR,
+                f"unexpected method {method.NAME} in connection state {self.state}",
                 method.CLASS_ID,
                 method.METHOD_ID,
             )
         self.state = nxt
+        if type(method) is m.ConnectionTuneOk:
+            self.tuned(method.frame_max, method.channel_max)
         events.append(MethodReceived(0, method))
 
     def _header_frame(self, channel: int, payload: memoryview, events: list[Event]) -> None:
@@ -297,8 +327,14 @@ class ServerConnection:
             raise frame_error("content header frame too short")
         class_id, _weight, body_size = _HHQ.unpack_from(payload, 0)
         if class_id != 60:
-            raise ProtocolError(ReplyCode.UNEXPECTED_FRAME, f"content header for class {class_id}")
-        ch.properties = bytes(payload[12:])
+            raise ProtocolError(ReplyCode.UNEXPECTED_FRAME, f"content header for class {class_id}", 60, 40)
+        properties = payload[12:]
+        try:
+            validate_properties(properties)
+        except ProtocolError as exc:
+            exc.class_id, exc.method_id = 60, 40
+            raise
+        ch.properties = bytes(properties)
         if body_size > self.max_message_size:
             ch.reset_content()
             events.append(
@@ -338,9 +374,10 @@ class ServerConnection:
     def _content_channel(self, channel: int, ftype: int) -> ChannelMachine | None:
         ch = self.channels.get(channel)
         if ch is None:
-            if self.state is S.OPEN:
-                raise ProtocolError(ReplyCode.CHANNEL_ERROR, f"content frame on unopened channel {channel}")
-            return None
+            if self.state is S.CLOSING or self.state is S.PEER_CLOSED:
+                return None
+            # RabbitMQ: 505 "expected method frame, got non method frame instead"
+            raise ProtocolError(ReplyCode.UNEXPECTED_FRAME, f"content frame on unopened channel {channel}")
         if ch.state is ChannelState.CLOSING:
             return None
         if not ASSEMBLY.get((ch.assembly, ftype)):

@@ -24,6 +24,8 @@ class Method:
     FIELDS: ClassVar[tuple[tuple[str, str], ...]]
     SYNCHRONOUS: ClassVar[bool]
     HAS_CONTENT: ClassVar[bool]
+    FROM_CLIENT: ClassVar[bool]
+    """True if a server accepts it from a client (spec chassis "server")."""
     RESPONSES: ClassVar[tuple[str, ...]]
 
 
@@ -41,6 +43,7 @@ class ConnectionStart(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ("connection.start-ok",)
     version_major: int = 0
     version_minor: int = 9
@@ -62,6 +65,7 @@ class ConnectionStartOk(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     client_properties: FieldTable = field(default_factory=dict)
     mechanism: str = "PLAIN"
@@ -77,6 +81,7 @@ class ConnectionSecure(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("challenge", "longstr"),)
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ("connection.secure-ok",)
     challenge: bytes = b""
 
@@ -89,6 +94,7 @@ class ConnectionSecureOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("response", "longstr"),)
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     response: bytes = b""
 
@@ -105,6 +111,7 @@ class ConnectionTune(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ("connection.tune-ok",)
     channel_max: int = 0
     frame_max: int = 0
@@ -123,6 +130,7 @@ class ConnectionTuneOk(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     channel_max: int = 0
     frame_max: int = 0
@@ -141,6 +149,7 @@ class ConnectionOpen(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("connection.open-ok",)
     virtual_host: str = "/"
     capabilities: str = ""
@@ -155,6 +164,7 @@ class ConnectionOpenOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("known_hosts", "shortstr"),)
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     known_hosts: str = ""
 
@@ -172,6 +182,7 @@ class ConnectionClose(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("connection.close-ok",)
     reply_code: int = 0
     reply_text: str = ""
@@ -187,6 +198,7 @@ class ConnectionCloseOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -198,6 +210,7 @@ class ConnectionBlocked(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("reason", "shortstr"),)
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     reason: str = ""
 
@@ -210,6 +223,7 @@ class ConnectionUnblocked(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -221,6 +235,7 @@ class ConnectionUpdateSecret(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("new_secret", "longstr"), ("reason", "shortstr"))
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("connection.update-secret-ok",)
     new_secret: bytes = b""
     reason: str = ""
@@ -234,6 +249,7 @@ class ConnectionUpdateSecretOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -245,6 +261,7 @@ class ChannelOpen(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("out_of_band", "shortstr"),)
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("channel.open-ok",)
     out_of_band: str = ""
 
@@ -257,6 +274,7 @@ class ChannelOpenOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("channel_id", "longstr"),)
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     channel_id: bytes = b""
 
@@ -269,6 +287,7 @@ class ChannelFlow(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("active", "bit"),)
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("channel.flow-ok",)
     active: bool = True
 
@@ -281,6 +300,7 @@ class ChannelFlowOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("active", "bit"),)
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     active: bool = True
 
@@ -298,6 +318,7 @@ class ChannelClose(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("channel.close-ok",)
     reply_code: int = 0
     reply_text: str = ""
@@ -313,6 +334,7 @@ class ChannelCloseOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -331,6 +353,7 @@ class AccessRequest(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("access.request-ok",)
     realm: str = "/data"
     exclusive: bool = False
@@ -348,6 +371,7 @@ class AccessRequestOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("ticket", "short"),)
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     ticket: int = 1
 
@@ -370,6 +394,7 @@ class ExchangeDeclare(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("exchange.declare-ok",)
     ticket: int = 0
     exchange: str = ""
@@ -390,6 +415,7 @@ class ExchangeDeclareOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -406,6 +432,7 @@ class ExchangeDelete(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("exchange.delete-ok",)
     ticket: int = 0
     exchange: str = ""
@@ -421,6 +448,7 @@ class ExchangeDeleteOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -439,6 +467,7 @@ class ExchangeBind(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("exchange.bind-ok",)
     ticket: int = 0
     destination: str = ""
@@ -456,6 +485,7 @@ class ExchangeBindOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -474,6 +504,7 @@ class ExchangeUnbind(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("exchange.unbind-ok",)
     ticket: int = 0
     destination: str = ""
@@ -491,6 +522,7 @@ class ExchangeUnbindOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -511,6 +543,7 @@ class QueueDeclare(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("queue.declare-ok",)
     ticket: int = 0
     queue: str = ""
@@ -534,6 +567,7 @@ class QueueDeclareOk(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     queue: str = ""
     message_count: int = 0
@@ -555,6 +589,7 @@ class QueueBind(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("queue.bind-ok",)
     ticket: int = 0
     queue: str = ""
@@ -572,6 +607,7 @@ class QueueBindOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -580,13 +616,10 @@ class QueuePurge(Method):
     CLASS_ID: ClassVar[int] = 50
     METHOD_ID: ClassVar[int] = 30
     NAME: ClassVar[str] = "queue.purge"
-    FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("ticket", "short"),
-        ("queue", "shortstr"),
-        ("nowait", "bit"),
-    )
+    FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("ticket", "short"), ("queue", "shortstr"), ("nowait", "bit"))
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("queue.purge-ok",)
     ticket: int = 0
     queue: str = ""
@@ -601,6 +634,7 @@ class QueuePurgeOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("message_count", "long"),)
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     message_count: int = 0
 
@@ -619,6 +653,7 @@ class QueueDelete(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("queue.delete-ok",)
     ticket: int = 0
     queue: str = ""
@@ -635,6 +670,7 @@ class QueueDeleteOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("message_count", "long"),)
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     message_count: int = 0
 
@@ -653,6 +689,7 @@ class QueueUnbind(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("queue.unbind-ok",)
     ticket: int = 0
     queue: str = ""
@@ -669,6 +706,7 @@ class QueueUnbindOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -684,6 +722,7 @@ class BasicQos(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("basic.qos-ok",)
     prefetch_size: int = 0
     prefetch_count: int = 0
@@ -698,6 +737,7 @@ class BasicQosOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -718,6 +758,7 @@ class BasicConsume(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("basic.consume-ok",)
     ticket: int = 0
     queue: str = ""
@@ -737,6 +778,7 @@ class BasicConsumeOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("consumer_tag", "shortstr"),)
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     consumer_tag: str = ""
 
@@ -749,6 +791,7 @@ class BasicCancel(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("consumer_tag", "shortstr"), ("nowait", "bit"))
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("basic.cancel-ok",)
     consumer_tag: str = ""
     nowait: bool = False
@@ -762,6 +805,7 @@ class BasicCancelOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("consumer_tag", "shortstr"),)
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     consumer_tag: str = ""
 
@@ -780,6 +824,7 @@ class BasicPublish(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = True
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     ticket: int = 0
     exchange: str = ""
@@ -801,6 +846,7 @@ class BasicReturn(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = True
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     reply_code: int = 0
     reply_text: str = ""
@@ -822,6 +868,7 @@ class BasicDeliver(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = True
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     consumer_tag: str = ""
     delivery_tag: int = 0
@@ -835,13 +882,10 @@ class BasicGet(Method):
     CLASS_ID: ClassVar[int] = 60
     METHOD_ID: ClassVar[int] = 70
     NAME: ClassVar[str] = "basic.get"
-    FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("ticket", "short"),
-        ("queue", "shortstr"),
-        ("no_ack", "bit"),
-    )
+    FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("ticket", "short"), ("queue", "shortstr"), ("no_ack", "bit"))
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("basic.get-ok", "basic.get-empty")
     ticket: int = 0
     queue: str = ""
@@ -862,6 +906,7 @@ class BasicGetOk(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = True
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     delivery_tag: int = 0
     redelivered: bool = False
@@ -878,6 +923,7 @@ class BasicGetEmpty(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("cluster_id", "shortstr"),)
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     cluster_id: str = ""
 
@@ -890,6 +936,7 @@ class BasicAck(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("delivery_tag", "longlong"), ("multiple", "bit"))
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     delivery_tag: int = 0
     multiple: bool = False
@@ -903,6 +950,7 @@ class BasicReject(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("delivery_tag", "longlong"), ("requeue", "bit"))
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     delivery_tag: int = 0
     requeue: bool = True
@@ -916,6 +964,7 @@ class BasicRecoverAsync(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("requeue", "bit"),)
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     requeue: bool = False
 
@@ -928,6 +977,7 @@ class BasicRecover(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("requeue", "bit"),)
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("basic.recover-ok",)
     requeue: bool = False
 
@@ -940,6 +990,7 @@ class BasicRecoverOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -955,6 +1006,7 @@ class BasicNack(Method):
     )
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ()
     delivery_tag: int = 0
     multiple: bool = False
@@ -969,6 +1021,7 @@ class ConfirmSelect(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("nowait", "bit"),)
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("confirm.select-ok",)
     nowait: bool = False
 
@@ -981,6 +1034,7 @@ class ConfirmSelectOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -992,6 +1046,7 @@ class TxSelect(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("tx.select-ok",)
 
 
@@ -1003,6 +1058,7 @@ class TxSelectOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -1014,6 +1070,7 @@ class TxCommit(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("tx.commit-ok",)
 
 
@@ -1025,6 +1082,7 @@ class TxCommitOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 
@@ -1036,6 +1094,7 @@ class TxRollback(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = True
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = True
     RESPONSES: ClassVar[tuple[str, ...]] = ("tx.rollback-ok",)
 
 
@@ -1047,6 +1106,7 @@ class TxRollbackOk(Method):
     FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
     SYNCHRONOUS: ClassVar[bool] = False
     HAS_CONTENT: ClassVar[bool] = False
+    FROM_CLIENT: ClassVar[bool] = False
     RESPONSES: ClassVar[tuple[str, ...]] = ()
 
 

@@ -40,7 +40,7 @@ class BasicProperties:
     reply_to: str | None = None
     expiration: str | None = None
     message_id: str | None = None
-    timestamp: datetime | None = None
+    timestamp: datetime | int | None = None  # int: seconds out of datetime's range, kept as sent
     type: str | None = None
     user_id: str | None = None
     app_id: str | None = None
@@ -118,14 +118,37 @@ def encode_properties(props: BasicProperties) -> bytes:
         elif kind == "table":
             write_table(out, value)
         else:
-            out += _Q.pack(int(value.timestamp()))
+            out += _Q.pack(value if isinstance(value, int) else int(value.timestamp()))
     _H.pack_into(out, 0, flags)
     return bytes(out)
 
 
 def validate_properties(raw: Buffer) -> None:
-    """Raise 502 if ``raw`` is not a well-formed property list (checked once, on receipt)."""
-    decode_properties(raw)
+    """Raise 502 if ``raw`` is not a well-formed property list. Checked once, on receipt, so that
+    nothing downstream (``peek_delivery_mode``, the headers exchange, consumers) meets a malformed
+    one; only a headers table is decoded, everything else is stepped over by its length."""
+    if len(raw) < 2:
+        raise syntax_error("content header without property flags")
+    flags = _H.unpack_from(raw, 0)[0]
+    if not flags:
+        return
+    if flags & 1:
+        raise syntax_error("property flag continuation is not used by class basic")
+    offset = 2
+    end = len(raw)
+    for _name, kind, flag in _PROPS:
+        if not flags & flag:
+            continue
+        if kind == "shortstr":
+            offset += 1 + raw[offset] if offset < end else 1
+        elif kind == "octet":
+            offset += 1
+        elif kind == "timestamp":
+            offset += 8
+        else:
+            _, offset = read_table(raw, offset)
+        if offset > end:
+            raise syntax_error("property list runs past the end of the content header")
 
 
 def peek_delivery_mode(raw: Buffer) -> int:

@@ -81,12 +81,14 @@ def read_longstr(buf: Buffer, offset: int) -> tuple[bytes, int]:
     return bytes(buf[offset + 4 : end]), end
 
 
-def read_timestamp(buf: Buffer, offset: int) -> tuple[datetime, int]:
+def read_timestamp(buf: Buffer, offset: int) -> tuple[datetime | int, int]:
+    """A UTC ``datetime``, or the raw count of seconds when no ``datetime`` can hold it (a publisher
+    that put milliseconds there: RabbitMQ takes any 64-bit value, so must we)."""
     value, offset = read_longlong(buf, offset)
     try:
         return datetime.fromtimestamp(value, tz=UTC), offset
     except (OverflowError, OSError, ValueError):
-        raise syntax_error("timestamp out of range") from None
+        return value, offset
 
 
 def read_table(buf: Buffer, offset: int, depth: int = 0) -> tuple[FieldTable, int]:

@@ -28,13 +28,20 @@ class DeliverySink(Protocol):
 
 
 class Transaction:
-    """Publishes and settlements buffered by ``tx.select`` until ``tx.commit``."""
+    """Publishes and settlements buffered by ``tx.select`` until ``tx.commit``.
+
+    As in RabbitMQ, an ack/nack inside a transaction takes its deliveries out of the channel's
+    unacked set at once (so settling a tag twice is refused at once), holds them here until commit,
+    and ``tx.rollback`` puts them back. Their prefetch credit comes back only at commit."""
 
     __slots__ = ("publishes", "settlements")
 
     def __init__(self) -> None:
         self.publishes: list[tuple[str, str, Message, bool]] = []
-        self.settlements: list[tuple[str, int, bool, bool]] = []  # (kind, tag, multiple, requeue)
+        self.settlements: list[tuple[list[Delivery], bool | None]] = []  # (deliveries, requeue; None = ack)
+
+    def held(self) -> list[Delivery]:
+        return [d for taken, _ in self.settlements for d in taken]
 
 
 class Channel:
@@ -44,6 +51,7 @@ class Channel:
         self.number = number
         self.sink = sink
         self.unacked: OrderedDict[int, Delivery] = OrderedDict()
+        self.consumer_unacked = 0  # consumer deliveries not yet settled (basic.get ones do not count)
         self.consumers: dict[str, Consumer] = {}
         self.prefetch_count = 0  # channel-wide (basic.qos global=true)
         self.consumer_prefetch = 0  # for consumers started after basic.qos global=false
@@ -58,7 +66,8 @@ class Channel:
     def can_deliver(self) -> bool:
         if self.paused:
             return False
-        return not self.prefetch_count or len(self.unacked) < self.prefetch_count
+        # RabbitMQ's limiter counts consumer deliveries only, not basic.get ones.
+        return not self.prefetch_count or self.consumer_unacked < self.prefetch_count
 
     def can_deliver_no_ack(self) -> bool:
         return not self.paused
@@ -74,6 +83,9 @@ class Channel:
         if global_:
             self.prefetch_count = prefetch_count
         else:
+            # RabbitMQ (rabbit_channel, basic.qos global=false) also lifts a channel-wide limit set
+            # before: the per-consumer form overrides an earlier global one.
+            self.prefetch_count = 0
             self.consumer_prefetch = prefetch_count
         self._dispatch(())
 
@@ -140,6 +152,7 @@ class Channel:
         if not consumer.no_ack:
             self.unacked[tag] = Delivery(tag, queue, message, seq, consumer)
             consumer.unacked += 1
+            self.consumer_unacked += 1
             queue.unacked += 1
         self.sink.deliver(consumer, tag, redelivered, message)
 
@@ -161,51 +174,43 @@ class Channel:
     # ---------------------------------------------------------------------------- settling
 
     def ack(self, tag: int, multiple: bool) -> None:
+        taken = self._take(tag, multiple)
         if self.tx is not None:
-            self._check_tags(tag, multiple)
-            self.tx.settlements.append(("ack", tag, multiple, False))
-            return
-        self._settle(self._take(tag, multiple), None)
+            self.tx.settlements.append((taken, None))
+        else:
+            self._settle(taken, None)
 
     def nack(self, tag: int, multiple: bool, requeue: bool) -> None:
+        taken = self._take(tag, multiple)
         if self.tx is not None:
-            self._check_tags(tag, multiple)
-            self.tx.settlements.append(("nack", tag, multiple, requeue))
-            return
-        self._settle(self._take(tag, multiple), requeue)
+            self.tx.settlements.append((taken, requeue))
+        else:
+            self._settle(taken, requeue)
 
     def recover(self, requeue: bool) -> None:
         if not requeue:
             raise errors.not_implemented("requeue=false")
         self._settle(self._take(0, True), True)
 
-    def _check_tags(self, tag: int, multiple: bool) -> None:
-        if not (multiple and tag == 0) and (tag not in self.unacked and not (multiple and self._first_tag() <= tag)):
-            raise errors.precondition_failed(f"unknown delivery tag {tag}")
-
-    def _first_tag(self) -> int:
-        return next(iter(self.unacked), 1 << 64)
-
     def _take(self, tag: int, multiple: bool) -> list[Delivery]:
+        """Remove and return the deliveries an ack/nack names. As RabbitMQ (rabbit_channel
+        collect_acks): the tag itself must be outstanding, even with ``multiple`` (which then also
+        takes every earlier tag); ``multiple`` with tag 0 takes everything."""
         unacked = self.unacked
-        if not multiple:
-            delivery = unacked.pop(tag, None)
-            if delivery is None:
-                raise errors.precondition_failed(f"unknown delivery tag {tag}")
-            return [delivery]
-        if tag == 0:
+        if multiple and tag == 0:
             taken = list(unacked.values())
             unacked.clear()
             return taken
-        taken = []
-        while unacked:
-            first = next(iter(unacked))
-            if first > tag:
-                break
-            taken.append(unacked.popitem(last=False)[1])
-        if not taken:
+        if tag not in unacked:
             raise errors.precondition_failed(f"unknown delivery tag {tag}")
-        return taken
+        if not multiple:
+            return [unacked.pop(tag)]
+        taken = []
+        while True:  # tags are kept in ascending order
+            first, delivery = unacked.popitem(last=False)
+            taken.append(delivery)
+            if first == tag:
+                return taken
 
     def _settle(self, deliveries: Iterable[Delivery], requeue: bool | None) -> None:
         """requeue None = ack, True = back to the queue, False = discard (dead-lettering later)."""
@@ -215,6 +220,7 @@ class Channel:
             q.unacked -= 1
             if d.consumer is not None:
                 d.consumer.unacked -= 1
+                self.consumer_unacked -= 1
             if requeue is None:
                 q.stats_acked += 1
             elif requeue and not q.deleted:
@@ -254,20 +260,18 @@ class Channel:
                 q.enqueue(message)
             if not queues and mandatory:
                 unroutable.append((exchange, routing_key, message))
-        for kind, tag, multiple, requeue in tx.settlements:
-            taken = self._take_present(tag, multiple)
-            self._settle(taken, None if kind == "ack" else requeue)
+        for taken, requeue in tx.settlements:
+            self._settle(taken, requeue)
         return unroutable
 
-    def _take_present(self, tag: int, multiple: bool) -> list[Delivery]:
-        try:
-            return self._take(tag, multiple)
-        except errors.BrokerError:
-            return []  # settled twice inside one transaction: RabbitMQ ignores the repeat at commit
-
     def tx_rollback(self) -> None:
-        self._transaction()
+        """Drop buffered publishes; deliveries acked/nacked in the transaction are unacked again."""
+        held = self._transaction().held()
         self.tx = Transaction()
+        if held:
+            merged = sorted([*held, *self.unacked.values()], key=lambda d: d.tag)
+            self.unacked.clear()
+            self.unacked.update((d.tag, d) for d in merged)
 
     def _transaction(self) -> Transaction:
         if self.tx is None:
@@ -284,5 +288,8 @@ class Channel:
         for tag in list(self.consumers):
             self.cancel(tag)
         deliveries = list(self.unacked.values())
+        if self.tx is not None:  # settled in a transaction never committed: requeued too
+            deliveries += self.tx.held()
+            self.tx = Transaction()
         self.unacked.clear()
         self._settle(deliveries, True)

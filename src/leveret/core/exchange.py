@@ -202,7 +202,7 @@ def _headers_match(arguments: Mapping[str, Any], headers: Mapping[str, Any]) -> 
     for key, expected in arguments.items():
         if key == "x-match" or (key.startswith("x-") and not with_x):
             continue
-        ok = key in headers and (expected is None or headers[key] == expected)
+        ok = key in headers and (expected is None or _field_equal(headers[key], expected))
         if want_all and not ok:
             return False
         if ok:
@@ -210,6 +210,13 @@ def _headers_match(arguments: Mapping[str, Any], headers: Mapping[str, Any]) -> 
             if not want_all:
                 return True
     return want_all or matched_any
+
+
+def _field_equal(value: Any, expected: Any) -> bool:
+    """Erlang's ``==`` as RabbitMQ compares header values: 1 == 1.0, but a boolean is never a number."""
+    if isinstance(value, bool) is not isinstance(expected, bool):
+        return False
+    return bool(value == expected)
 
 
 EXCHANGE_TYPES: dict[str, type[Exchange]] = {

@@ -3,7 +3,8 @@
 Binding keys and routing keys are split on ``.``; ``*`` matches exactly one word and ``#`` zero or
 more. An empty key has zero words (so ``#`` matches ``""`` and ``*`` does not), and ``a..b`` has an
 empty middle word. Matching walks the trie once per (node, word position) pair, memoised, so bindings
-full of ``#`` cost O(nodes x words) for one message, never a combinatorial blow-up.
+full of ``#`` cost O(nodes x words) for one message, never a combinatorial blow-up. A ``#`` node
+consumes words one at a time (a self-loop), not by trying every remaining position.
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ class TopicTrie:
         n = len(words)
         found: dict[Hashable, None] = {}
         seen: set[tuple[int, int]] = set()
-        stack: list[tuple[_Node, int]] = [(self._root, 0)]
+        # (node, words consumed, node is a '#' node)
+        stack: list[tuple[_Node, int, bool]] = [(self._root, 0, False)]
         while stack:
-            node, i = stack.pop()
+            node, i, is_hash = stack.pop()
             key = (id(node), i)
             if key in seen:
                 continue
@@ -68,17 +70,17 @@ class TopicTrie:
             children = node.children
             hash_node = children.get("#")
             if hash_node is not None:
-                # '#' consumes zero or more words: try every remaining position.
-                for j in range(i, n + 1):
-                    stack.append((hash_node, j))
+                stack.append((hash_node, i, True))  # '#' consuming zero words
             if i == n:
                 for dest in node.destinations:
                     found[dest] = None
                 continue
+            if is_hash:
+                stack.append((node, i + 1, True))  # '#' consuming one more word
             word_node = children.get(words[i])
-            if word_node is not None:
-                stack.append((word_node, i + 1))
+            if word_node is not None and word_node is not hash_node:  # a literal '#' word: the self-loop
+                stack.append((word_node, i + 1, False))
             star = children.get("*")
             if star is not None:
-                stack.append((star, i + 1))
+                stack.append((star, i + 1, False))
         return list(found)

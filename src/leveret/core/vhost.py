@@ -121,13 +121,13 @@ class VirtualHost:
         internal: bool = False,
         arguments: Mapping[str, Any] | None = None,
     ) -> Exchange:
+        # RabbitMQ's order: passive checks the name only; otherwise an unknown type (503) comes first.
         if passive:
-            return self.exchange(name)
-        if name == "":
-            raise errors.access_refused("operation not permitted on the default exchange")
+            return self.exchange(self._not_default(name))
         cls = EXCHANGE_TYPES.get(type_)
         if cls is None:
             raise errors.command_invalid(f"unknown exchange type '{type_}'")
+        self._not_default(name)
         existing = self.exchanges.get(name)
         if existing is not None:
             self._check_exchange_equivalent(existing, type_, durable, auto_delete, internal, arguments or {})
@@ -153,10 +153,14 @@ class VirtualHost:
                     f"inequivalent arg '{what}' for exchange '{ex.name}' {self._where()}: {_received(what, want, have)}"
                 )
 
-    def delete_exchange(self, name: str, if_unused: bool = False) -> None:
+    def _not_default(self, name: str) -> str:
         if name == "":
             raise errors.access_refused("operation not permitted on the default exchange")
-        if name.startswith("amq.") and name in self.exchanges:
+        return name
+
+    def delete_exchange(self, name: str, if_unused: bool = False) -> None:
+        self._not_default(name)
+        if name.startswith("amq."):  # RabbitMQ 3.10: 403 whether or not the amq.* exchange exists
             raise errors.access_refused(f"deletion of system exchange '{name}' {self._where()} not allowed")
         ex = self.exchanges.get(name)
         if ex is None:
@@ -193,12 +197,12 @@ class VirtualHost:
             name = generated_queue_name()
         elif name.startswith("amq."):
             raise errors.access_refused(f"queue name '{name}' contains reserved prefix 'amq.*'")
+        durable = durable and not exclusive  # RabbitMQ 3.10: an exclusive queue is never durable
         existing = self.queues.get(name)
         if existing is not None:
-            if session is not None:
-                self.check_exclusive(existing, session)
-                if exclusive and existing.exclusive_owner is not session:
-                    self._refuse_exclusive(existing)
+            # RabbitMQ's strict check: the exclusive flag must match too, both ways (405).
+            if session is not None and existing.exclusive_owner is not (session if exclusive else None):
+                self._refuse_exclusive(existing)
             self._check_queue_equivalent(existing, durable, auto_delete, args)
             return existing
         self._validate_queue(name, durable, exclusive, auto_delete, args)
@@ -221,10 +225,10 @@ class VirtualHost:
                 f"queue type '{_fmt(qtype)}' is not supported by this broker"
             )
         if qtype == "quorum":
-            for refused, prop in (
-                (not durable, "non-durable"),
-                (exclusive, "exclusive-owner"),
+            for refused, prop in (  # in RabbitMQ's order (rabbit_quorum_queue:declare)
                 (auto_delete, "auto-delete"),
+                (exclusive, "exclusive-owner"),
+                (not durable, "non-durable"),
             ):
                 if refused:
                     raise errors.precondition_failed(f"invalid property '{prop}' for queue '{name}' {self._where()}")
@@ -352,13 +356,16 @@ class VirtualHost:
         """Route through ``ex`` and exchanges bound to it; False if the result depends on the message."""
         seen.add(ex.name)
         cacheable = not ex.decodes_headers
-        before = len(out)
+        matched = False
         for dest in ex.route(routing_key, message):
+            matched = True
             if isinstance(dest, Queue):
                 out[dest] = None
             elif dest.name not in seen:
                 cacheable &= self._route_into(dest, routing_key, message, out, seen)
-        if len(out) == before and ex.alternate_exchange and ex.alternate_exchange not in seen:
+        # RabbitMQ consults the AE only when ``ex`` matched no binding at all (a matched exchange that
+        # routes nowhere, or a queue already reached by another path, still counts as a match).
+        if not matched and ex.alternate_exchange and ex.alternate_exchange not in seen:
             ae = self.exchanges.get(ex.alternate_exchange)
             if ae is not None:
                 cacheable &= self._route_into(ae, routing_key, message, out, seen)

@@ -118,7 +118,7 @@ class AMQPConnection(asyncio.Protocol):
         self._sent = True
         self._timers: list[asyncio.TimerHandle] = []
         self._reading_paused = False
-        self._flow_queues: dict[Queue, None] = {}
+        self._flow_queues: dict[Queue, int] = {}  # queue -> its delivered count at the last check
 
     # ------------------------------------------------------------------------------- I/O
 
@@ -343,7 +343,7 @@ class AMQPConnection(asyncio.Protocol):
 
     def note_publish_target(self, queue: Queue) -> None:
         if queue.message_count() > self.config.flow_high and queue.consumers:
-            self._flow_queues[queue] = None
+            self._flow_queues.setdefault(queue, queue.stats_delivered)
 
     def _apply_flow(self) -> None:
         if self._reading_paused or self.transport is None:
@@ -358,9 +358,13 @@ class AMQPConnection(asyncio.Protocol):
     def _check_flow(self) -> None:
         low = self.config.flow_low
         queues = self._flow_queues
-        for q in list(queues):
-            if q.deleted or q.message_count() <= low or not q.consumers:
+        for q, delivered in list(queues.items()):
+            # A queue that delivered nothing since the last check is not draining (its consumers are
+            # at their prefetch limit): waiting for it would stall the publisher indefinitely.
+            if q.deleted or q.message_count() <= low or not q.consumers or q.stats_delivered == delivered:
                 del queues[q]
+            else:
+                queues[q] = q.stats_delivered
         if queues:
             self._later(0.002, self._check_flow)
             return
@@ -385,7 +389,9 @@ class AMQPConnection(asyncio.Protocol):
         if not self._sent:
             self.write_chunks((HEARTBEAT_FRAME,))
         self._sent = False
-        self._missed = 0 if self._received else getattr(self, "_missed", 0) + 1
+        # Not reading (flow control) is not the peer's silence: RabbitMQ pauses its heartbeat monitor
+        # while credit flow blocks the reader.
+        self._missed = 0 if self._received or self._reading_paused else getattr(self, "_missed", 0) + 1
         self._received = False
         if self._missed >= 4:  # two heartbeat intervals (ticks are half an interval)
             log.info("missed heartbeats from %s, closing", self.peer)
