@@ -101,3 +101,24 @@ def test_flags_beat_env_which_beats_the_toml_file(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="amqp_prot"):
         build_config({}, {}, str(bad))
+
+
+def test_shutdown_tells_clients_connection_forced(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "leveret", "serve", "--host", "127.0.0.1", "--amqp-port",
+                             str(port), "--data-dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
+        proc.send_signal(signal.SIGTERM)
+        import pytest
+
+        with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as info:
+            while True:
+                conn.process_data_events(time_limit=0.2)
+        assert info.value.reply_code == 320
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

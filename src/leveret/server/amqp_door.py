@@ -196,6 +196,13 @@ class AMQPConnection(asyncio.Protocol):
             self._flush()
             self.transport.close()
 
+    def shutdown(self) -> None:
+        """Broker stopping: tell an open client why (320, as RabbitMQ does), then close."""
+        if self.proto.state is ConnectionState.OPEN:
+            text = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+            self.send(0, m.ConnectionClose(ReplyCode.CONNECTION_FORCED, text, 0, 0))
+        self.close_transport()
+
     # ------------------------------------------------------------------------------ events
 
     def _handle(self, event: object) -> None:

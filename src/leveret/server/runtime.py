@@ -60,7 +60,7 @@ class Server:
         for srv in self._servers:
             srv.close()
         for conn in list(self.connections):
-            conn.close_transport()
+            conn.shutdown()
         for srv in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(srv.wait_closed(), 2)
