@@ -40,6 +40,7 @@ def test_bench_reports_rates_latency_and_deletes_its_queue(broker, unique) -> No
     assert len(r["consume_samples"]) == 2
     lat = r["latency_ms"]
     assert 0 <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+    assert lat["max"] < 10_000  # no message can be older than the run: the timestamps are read right
     assert r["latency_samples"] == r["consumed"]
     assert r["cpu_s"] > 0
     assert not _queue_exists(broker.url, unique)
@@ -52,6 +53,17 @@ def test_bench_with_confirms_and_fixed_rate(broker, unique) -> None:
     # a fixed rate is a ceiling: 2000 msg/s for 1 s, with a little slack for the last tick
     assert r["published"] <= 2100
     assert 0 < r["consumed"] <= r["published"]
+
+
+def test_bench_fails_when_the_broker_closes_a_link_mid_run(broker, unique) -> None:
+    # Leveret's max message size is 16 MiB: the publisher's channel is closed with 406
+    cmd = [sys.executable, "-m", "leveret", "bench", "--uri", broker.url, "--queue", unique]
+    cmd += ["--duration", "1", "--size", "17000000", "--quiet"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert "publisher 1: channel closed by the broker: 406" in out.stderr
+    assert not _queue_exists(broker.url, unique)
 
 
 @pytest.mark.parametrize("uri", ["amqp://guest:wrong@127.0.0.1:{port}/", "amqp://guest:guest@127.0.0.1:1/"])

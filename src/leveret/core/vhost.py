@@ -255,7 +255,7 @@ class VirtualHost:
         if if_unused and q.consumers:
             raise errors.precondition_failed(f"queue '{name}' {self._where()} in use")
         if if_empty and q.message_count():
-            raise errors.precondition_failed(f"queue '{name}' {self._where()} is not empty")
+            raise errors.precondition_failed(f"queue '{name}' {self._where()} not empty")
         return self.remove_queue(q)
 
     def remove_queue(self, q: Queue) -> int:
