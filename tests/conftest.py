@@ -35,13 +35,13 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeou
 class BrokerProcess:
     """A ``leveret serve`` subprocess; ``url`` is its AMQP URL."""
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.data_dir = data_dir
         self.log_path = data_dir / "broker.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [
                 sys.executable,
