@@ -142,6 +142,7 @@ class Run:
             second += 1
             deadline = t0 + min(second, a.duration)
             await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+            self._check_links()
             now, pub, con = time.monotonic(), self.published(), self.consumed()
             if now - last_t >= 0.5:  # a last fraction of a second is too short to be a sample
                 self.publish_samples.append((pub - last_pub) / (now - last_t))
@@ -155,6 +156,14 @@ class Run:
             p.stop()
         elapsed, cpu = time.monotonic() - t0, _cpu() - cpu0
         return self._result(elapsed, cpu, lat_seen)
+
+    def _check_links(self) -> None:
+        """A link the broker closed mid-run makes the whole run invalid: say which and why."""
+        named: list[tuple[str, Link]] = [(f"publisher {i + 1}", p) for i, p in enumerate(self.publishers)]
+        named += [(f"consumer {i + 1}", c) for i, c in enumerate(self.consumers)]
+        for name, link in named:
+            if link.failure:
+                raise BenchError(f"{name}: {link.failure}")
 
     def _progress(self, elapsed: float, lat_seen: list[int]) -> None:
         recent: list[int] = []
@@ -207,15 +216,25 @@ class Run:
     async def teardown(self) -> None:
         for p in self.publishers:
             p.stop()
-        if self.control is not None and self.control.transport is not None:
-            try:
-                await self.control.call(m.QueueDelete(0, self.queue, False, False, False), m.QueueDeleteOk, timeout=5)
-            except (BenchError, TimeoutError) as exc:
-                print(f"bench: could not delete queue {self.queue!r}: {exc}", file=sys.stderr)
         links: list[Link] = [*self.publishers, *self.consumers]
         if self.control is not None:
             links.append(self.control)
+            await self._delete_queue(self.control)
         await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
+
+    async def _delete_queue(self, control: Link) -> None:
+        delete = m.QueueDelete(0, self.queue, False, False, False)
+        try:
+            if control.failure:  # the broker closed its channel (a failed set-up): use a fresh link
+                control = await _connect(self.target, Link)
+                await control.open_channel()
+            try:
+                await control.call(delete, m.QueueDeleteOk, timeout=5)
+            finally:
+                if control is not self.control:
+                    await control.close()
+        except (BenchError, OSError, TimeoutError) as exc:
+            print(f"bench: could not delete queue {self.queue!r}: {exc}", file=sys.stderr)
 
 
 def _median(values: list[float]) -> float:

@@ -47,6 +47,8 @@ class Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.opened: asyncio.Future[None] = self.loop.create_future()
         self.closed: asyncio.Future[None] = self.loop.create_future()
+        self.failure = ""  # why the broker closed this link (or the connection was lost), if it did
+        self._closing = False
         self._calls: deque[tuple[tuple[type[m.Method], ...], asyncio.Future[m.Method]]] = deque()
 
     # ------------------------------------------------------------------------------- I/O
@@ -74,7 +76,8 @@ class Link(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self._fail_all(BenchError(f"connection lost: {exc or 'closed by the broker'}"))
+        if not self._closing:
+            self._fail_all(BenchError(f"connection lost: {exc or 'closed by the broker'}"))
         if not self.closed.done():
             self.closed.set_result(None)
 
@@ -104,6 +107,7 @@ class Link(asyncio.Protocol):
                 fut.set_result(method)
 
     def _fail_all(self, exc: BenchError) -> None:
+        self.failure = self.failure or str(exc)
         if not self.opened.done():
             self.opened.set_exception(exc)
         while self._calls:
@@ -120,12 +124,18 @@ class Link(asyncio.Protocol):
             return None
         fut: asyncio.Future[m.Method] = self.loop.create_future()
         self._calls.append((replies, fut))
-        return await asyncio.wait_for(fut, timeout)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except BenchError as exc:
+            raise BenchError(f"{method.NAME}: {exc}") from None
+        except TimeoutError:
+            raise BenchError(f"{method.NAME}: no reply within {timeout} s") from None
 
     async def open_channel(self) -> None:
         await self.call(m.ChannelOpen(), m.ChannelOpenOk)
 
     async def close(self, timeout: float = 2.0) -> None:
+        self._closing = True
         if self.transport is None or self.transport.is_closing():
             return
         self.write(self.conn.send(0, m.ConnectionClose(200, "bench done", 0, 0)))
@@ -209,7 +219,7 @@ class PublisherLink(Link):
         if self.rate:
             due = int(self.rate * (time.monotonic() - self._started)) - self.sent
             if due <= 0:
-                self._schedule(min(0.001, 1.0 / self.rate))
+                self._schedule(0.001)  # what is due goes out in batches, at most 1 ms apart
                 return
             n = min(n, due)
         if self.confirm:
