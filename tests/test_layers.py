@@ -60,8 +60,25 @@ def test_import_linter_contracts() -> None:
 def test_ruff_clean() -> None:
     ruff = Path(sys.executable).parent / "ruff"
     root = SRC.parents[1]
-    result = subprocess.run([str(ruff), "check", "src", "tests"], capture_output=True, text=True, cwd=root)
+    paths = ["src", "tests", "tools", "benchmarks"]
+    result = subprocess.run([str(ruff), "check", *paths], capture_output=True, text=True, cwd=root)
     assert result.returncode == 0, result.stdout + result.stderr
+    result = subprocess.run([str(ruff), "format", "--check", *paths], capture_output=True, text=True, cwd=root)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_generated_methods_are_up_to_date(tmp_path: Path) -> None:
+    root = SRC.parents[1]
+    generated = subprocess.run(
+        [sys.executable, "tools/gen_methods.py"], capture_output=True, text=True, cwd=root, check=True
+    ).stdout
+    out = tmp_path / "methods.py"
+    out.write_text(generated)
+    ruff = Path(sys.executable).parent / "ruff"
+    subprocess.run(
+        [str(ruff), "format", "-q", "--config", str(root / "pyproject.toml"), str(out)], check=True, cwd=root
+    )
+    assert out.read_text() == (SRC / "amqp" / "methods.py").read_text()
 
 
 def test_mypy_strict_clean() -> None:

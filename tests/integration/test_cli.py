@@ -17,8 +17,16 @@ from tests.conftest import free_port, wait_for_port
 def test_help_names_every_flag_and_says_which_doors_wait() -> None:
     out = subprocess.run([sys.executable, "-m", "leveret", "serve", "--help"], capture_output=True, text=True).stdout
     flat = " ".join(out.split())
-    for flag in ("--host", "--amqp-port", "--data-dir", "--http-port", "--zmq-publish-port",
-                 "--zmq-subscribe-port", "--zmq-push-port", "--log-level"):
+    for flag in (
+        "--host",
+        "--amqp-port",
+        "--data-dir",
+        "--http-port",
+        "--zmq-publish-port",
+        "--zmq-subscribe-port",
+        "--zmq-push-port",
+        "--log-level",
+    ):
         assert flag in flat
     assert "ignored until the management door exists" in flat
     assert "ignored until the event-bus door exists" in flat
@@ -26,10 +34,16 @@ def test_help_names_every_flag_and_says_which_doors_wait() -> None:
 
 def test_env_vars_configure_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    env = dict(os.environ, LEVERET_AMQP_PORT=str(port), LEVERET_HOST="127.0.0.1",
-               LEVERET_DATA_DIR=str(tmp_path / "d"), LEVERET_LOG_LEVEL="DEBUG")
-    proc = subprocess.Popen([sys.executable, "-m", "leveret", "serve"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = dict(
+        os.environ,
+        LEVERET_AMQP_PORT=str(port),
+        LEVERET_HOST="127.0.0.1",
+        LEVERET_DATA_DIR=str(tmp_path / "d"),
+        LEVERET_LOG_LEVEL="DEBUG",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "leveret", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         wait_for_port(port, proc)
         conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
@@ -37,8 +51,15 @@ def test_env_vars_configure_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
         assert (tmp_path / "d").is_dir()
         props = conn._impl.server_properties  # what connection.start carried
         caps = props["capabilities"]
-        for cap in ("publisher_confirms", "exchange_exchange_bindings", "basic.nack", "consumer_cancel_notify",
-                    "connection.blocked", "per_consumer_qos", "authentication_failure_close"):
+        for cap in (
+            "publisher_confirms",
+            "exchange_exchange_bindings",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "connection.blocked",
+            "per_consumer_qos",
+            "authentication_failure_close",
+        ):
             assert caps[cap] is True, cap
         assert props["product"] == "Leveret"
         started = time.monotonic()
@@ -55,8 +76,22 @@ def test_env_vars_configure_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
 
 def test_sigint_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "leveret", "serve", "--host", "127.0.0.1", "--amqp-port",
-                             str(port), "--data-dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "leveret",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--amqp-port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, proc)
         proc.send_signal(signal.SIGINT)
@@ -105,8 +140,22 @@ def test_flags_beat_env_which_beats_the_toml_file(tmp_path: Path) -> None:
 
 def test_shutdown_tells_clients_connection_forced(tmp_path: Path) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "leveret", "serve", "--host", "127.0.0.1", "--amqp-port",
-                             str(port), "--data-dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "leveret",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--amqp-port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, proc)
         conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
