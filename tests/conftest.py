@@ -41,7 +41,7 @@ class BrokerProcess:
         self.log_path = data_dir / "broker.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")  # noqa: SIM115
-        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+        env = self._env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -78,6 +78,16 @@ class BrokerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+    def restart(self, kill: bool = False) -> None:
+        """Stop (SIGTERM; SIGKILL with ``kill``) and start again: same port, same data dir, same flags."""
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.stop()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(self.proc.args, stdout=self._log, stderr=subprocess.STDOUT, env=self._env)
+        wait_for_port(self.port, self.proc)
 
 
 @pytest.fixture(scope="session")

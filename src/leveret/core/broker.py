@@ -7,9 +7,13 @@ password hashes and permissions). Passwords are compared in constant time.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+from . import definitions as defs
 from . import errors
+from .ports import DefinitionsLog, NullDefinitionsLog
 from .session import Session
 from .vhost import VirtualHost
 
@@ -24,7 +28,9 @@ class User:
 
 class Broker:
     def __init__(self) -> None:
-        self.vhosts: dict[str, VirtualHost] = {"/": VirtualHost("/")}
+        self.uids = defs.QueueUids()  # queue uids are unique across vhosts (the message log names queues by uid)
+        self.vhosts: dict[str, VirtualHost] = {"/": VirtualHost("/", self.uids)}
+        self.definitions_log: DefinitionsLog = NullDefinitionsLog()
         self.users: dict[str, User] = {"guest": User("guest", "guest", ("administrator",))}
         self.sessions: set[Session] = set()
 
@@ -47,3 +53,30 @@ class Broker:
     def close_session(self, session: Session) -> None:
         self.sessions.discard(session)
         session.close()
+
+    # ---------------------------------------------------------------------- durable definitions
+
+    def use_definitions_log(self, log: DefinitionsLog) -> None:
+        """From now on every durable definition change is recorded in ``log``."""
+        self.definitions_log = log
+        self.uids.log = log
+        for vh in self.vhosts.values():
+            vh.definitions = log
+
+    def replay_definitions(self, commands: Iterable[Mapping[str, Any]]) -> defs.ReplayReport:
+        """Rebuild the durable definitions from logged commands (nothing is recorded meanwhile)."""
+        log = self.definitions_log
+        self.use_definitions_log(NullDefinitionsLog())
+        for vh in self.vhosts.values():
+            vh.replaying = True
+        try:
+            return defs.replay(self, commands)
+        finally:
+            for vh in self.vhosts.values():
+                vh.replaying = False
+            self.uids.resume()
+            self.use_definitions_log(log)
+
+    def definitions(self) -> list[dict[str, Any]]:
+        """The durable definitions as commands (what compaction writes)."""
+        return defs.snapshot(self)

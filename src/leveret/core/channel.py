@@ -59,6 +59,7 @@ class Channel:
         self.tx: Transaction | None = None
         self.confirm = False
         self.closed = False
+        self.last_location = 0  # store position of the last persistent message published here
         self._next_tag = 1
 
     # ------------------------------------------------------------------------------ credit
@@ -99,9 +100,20 @@ class Channel:
             self.tx.publishes.append((exchange, routing_key, message, mandatory))
             return None
         queues = self.vhost.route(exchange, routing_key, message)
+        self._enqueue(queues, message)
+        return queues
+
+    def _enqueue(self, queues: list[Queue], message: Message) -> None:
+        """Store a persistent message once for all its durable queues, then enqueue it everywhere."""
+        if message.persistent and queues:
+            store = self.vhost.store
+            if store is not None:
+                durable = [q for q in queues if q.durable]
+                if durable:
+                    store.publish(message, durable)
+                    self.last_location = message.location
         for q in queues:
             q.enqueue(message)
-        return queues
 
     # ---------------------------------------------------------------------------- consuming
 
@@ -154,6 +166,8 @@ class Channel:
             consumer.unacked += 1
             self.consumer_unacked += 1
             queue.unacked += 1
+        elif message.location:
+            _settled_on_delivery(queue, message)
         self.sink.deliver(consumer, tag, redelivered, message)
 
     def get(self, queue_name: str, no_ack: bool) -> tuple[int, Message, bool, int] | None:
@@ -169,6 +183,8 @@ class Channel:
         if not no_ack:
             self.unacked[tag] = Delivery(tag, q, message, seq, None)
             q.unacked += 1
+        elif message.location:
+            _settled_on_delivery(q, message)
         return tag, message, redelivered, q.message_count()
 
     # ---------------------------------------------------------------------------- settling
@@ -221,10 +237,18 @@ class Channel:
             if d.consumer is not None:
                 d.consumer.unacked -= 1
                 self.consumer_unacked -= 1
+            message = d.message
             if requeue is None:
                 q.stats_acked += 1
             elif requeue and not q.deleted:
-                q.requeue(d.seq, d.message)
+                q.requeue(d.seq, message)
+                touched[q] = None
+                continue
+            if message.location and q.durable and q.store is not None:
+                if q.deleted:
+                    q.store.forget(q, message)
+                else:
+                    q.store.ack(q, message)
             touched[q] = None
         self._dispatch(touched)
 
@@ -256,8 +280,7 @@ class Channel:
         unroutable = []
         for exchange, routing_key, message, mandatory in tx.publishes:
             queues = self.vhost.route(exchange, routing_key, message)
-            for q in queues:
-                q.enqueue(message)
+            self._enqueue(queues, message)
             if not queues and mandatory:
                 unroutable.append((exchange, routing_key, message))
         for taken, requeue in tx.settlements:
@@ -293,3 +316,9 @@ class Channel:
             self.tx = Transaction()
         self.unacked.clear()
         self._settle(deliveries, True)
+
+
+def _settled_on_delivery(queue: Queue, message: Message) -> None:
+    """A no-ack delivery of a stored message: the queue no longer holds it (at-most-once)."""
+    if queue.durable and queue.store is not None:
+        queue.store.ack(queue, message)

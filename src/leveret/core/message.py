@@ -19,14 +19,25 @@ def _no_headers(_properties: bytes) -> Mapping[str, Any] | None:
 
 
 class Message:
-    __slots__ = ("_headers", "body", "decoder", "exchange", "persistent", "properties", "routing_key", "wire")
+    __slots__ = (
+        "_headers",
+        "body",
+        "decoder",
+        "exchange",
+        "location",
+        "persistent",
+        "properties",
+        "recovered",
+        "routing_key",
+        "wire",
+    )
 
     def __init__(
         self,
         exchange: str,
         routing_key: str,
         properties: bytes,
-        body: bytes,
+        body: bytes | None,
         persistent: bool = False,
         wire: bytes = b"",
         decoder: HeadersDecoder = _no_headers,
@@ -39,6 +50,21 @@ class Message:
         self.wire = wire
         self.decoder = decoder
         self._headers: Mapping[str, Any] | bool | None = False
+        self.location = 0  # position in the message store; 0 = not stored
+        self.recovered = False  # restored from disk after a restart: delivered as redelivered
+
+    @property
+    def paged_out(self) -> bool:
+        """Properties and body are on disk only (the store's ``load`` brings them back)."""
+        return self.body is None
+
+    def page_out(self) -> None:
+        """Drop properties and body from memory; only stored messages may do this."""
+        assert self.location
+        self.properties = b""
+        self.body = None
+        self.wire = b""
+        self._headers = False
 
     def headers(self) -> Mapping[str, Any]:
         """The message's headers table (decoded once, on first use)."""
@@ -47,4 +73,5 @@ class Message:
         return self._headers or {}  # type: ignore[return-value]
 
     def __repr__(self) -> str:
-        return f"Message({self.exchange!r}, {self.routing_key!r}, {len(self.body)} bytes)"
+        size = "paged out" if self.body is None else f"{len(self.body)} bytes"
+        return f"Message({self.exchange!r}, {self.routing_key!r}, {size})"

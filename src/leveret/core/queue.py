@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .message import Message
 
 if TYPE_CHECKING:
     from .consumer import Consumer
+    from .ports import MessageStore
     from .session import Session
+
+
+PAGE_AFTER = 2048  # stored messages deeper than this in a queue keep only their index in memory
 
 
 class Queue:
@@ -48,6 +52,9 @@ class Queue:
         self._requeued: list[tuple[int, Message]] = []
         self._next_seq = 0
         self._rr = 0
+        self.uid = 0  # unique, never reused; names the queue in the message store
+        self.store: MessageStore | None = None  # loads paged-out bodies; records acks if durable
+        self.page_after = PAGE_AFTER
         # Counters for the flow model (published, delivered, acked).
         self.stats_published = 0
         self.stats_delivered = 0
@@ -66,10 +73,21 @@ class Queue:
     # --------------------------------------------------------------------------- messages in
 
     def enqueue(self, message: Message) -> None:
-        self._ready.append(message)
+        ready = self._ready
+        ready.append(message)
         self.stats_published += 1
+        if message.location and len(ready) > self.page_after:
+            message.page_out()  # deep in a backlog: the body waits on disk, not in RAM
         if self.consumers:
             self.dispatch()
+
+    def restore(self, messages: Iterable[Message]) -> None:
+        """Messages recovered from disk after a restart, in their original order."""
+        self._ready.extend(messages)
+
+    def _load(self, message: Message) -> None:
+        assert self.store is not None, "only stored messages are paged out"
+        self.store.load(message)
 
     def requeue(self, seq: int, message: Message) -> None:
         """Put a delivered message back at its original position (redelivered from now on)."""
@@ -81,18 +99,39 @@ class Queue:
         """Take the head message: (message, position, redelivered), or None when empty."""
         if self._requeued:
             seq, message = heapq.heappop(self._requeued)
+            if message.body is None:
+                self._load(message)
             return message, seq, True
         if self._ready:
             seq = self._next_seq
             self._next_seq = seq + 1
-            return self._ready.popleft(), seq, False
+            message = self._ready.popleft()
+            if message.body is None:
+                self._load(message)
+            return message, seq, message.recovered
         return None
 
     def purge(self) -> int:
         count = self.message_count()
+        self._release(record=True)
+        return count
+
+    def drop_all(self) -> None:
+        """The queue is being deleted: release its messages from the store without records."""
+        self._release(record=False)
+
+    def _release(self, record: bool) -> None:
+        store = self.store
+        if store is not None and self.durable:
+            release = store.ack if record else store.forget
+            for message in self._ready:
+                if message.location:
+                    release(self, message)
+            for _seq, message in self._requeued:
+                if message.location:
+                    release(self, message)
         self._ready.clear()
         self._requeued.clear()
-        return count
 
     def dispatch(self) -> None:
         """Hand ready messages to consumers with credit, round robin, until one side runs out."""
@@ -105,7 +144,10 @@ class Queue:
                 seq = self._next_seq
                 self._next_seq = seq + 1
                 self.stats_delivered += 1
-                deliver(consumer, self, ready.popleft(), seq, False)
+                message = ready.popleft()
+                if message.body is None:
+                    self._load(message)
+                deliver(consumer, self, message, seq, message.recovered)
             return
         idle = 0
         while consumers and (ready or self._requeued):

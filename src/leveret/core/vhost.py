@@ -13,14 +13,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from . import definitions as defs
 from . import errors
 from .exchange import EXCHANGE_TYPES, Binding, Exchange, HeadersExchange
 from .message import Message
 from .names import generated_queue_name
+from .ports import DefinitionsLog, NullDefinitionsLog
 from .queue import Queue
 from .queue_args import invalid_argument
 
 if TYPE_CHECKING:
+    from .ports import MessageStore
     from .session import Session
 
 DEFAULT_EXCHANGES = (
@@ -68,12 +71,23 @@ def _received(what: str, want: Any, have: Any) -> str:
     return f"received {_typed(want)} but current is {_typed(have)}"
 
 
+def _queue_side_key(binding: Binding) -> tuple[str, Any]:
+    """A queue's own index of its bindings: ``Binding.key`` names the destination, not the source,
+    so the same key bound from two exchanges must not collide there."""
+    return binding.source.name, binding.key
+
+
 class VirtualHost:
-    def __init__(self, name: str = "/") -> None:
+    def __init__(self, name: str = "/", uids: defs.QueueUids | None = None) -> None:
         self.name = name
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
         self._routes: dict[tuple[str, str], list[Queue]] = {}
+        # Durable definition changes are recorded here (core.definitions); off while replaying.
+        self.definitions: DefinitionsLog = NullDefinitionsLog()
+        self.replaying = False
+        self.uids = uids or defs.QueueUids()
+        self.store: MessageStore | None = None  # keeps persistent messages of durable queues
         self.exchanges[""] = EXCHANGE_TYPES["direct"]("", durable=True)
         for name_, type_ in DEFAULT_EXCHANGES:
             self.exchanges[name_] = EXCHANGE_TYPES[type_](name_, durable=True)
@@ -136,6 +150,8 @@ class VirtualHost:
             raise errors.access_refused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
         ex = cls(name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments)
         self.exchanges[name] = ex
+        if durable:
+            self.definitions.record(defs.declare_exchange(self.name, ex))
         return ex
 
     def _check_exchange_equivalent(
@@ -167,6 +183,8 @@ class VirtualHost:
             return  # RabbitMQ: deleting a missing exchange succeeds
         if if_unused and ex.bindings:
             raise errors.precondition_failed(f"exchange '{name}' {self._where()} in use")
+        if ex.durable:
+            self.definitions.record(defs.delete_exchange(self.name, ex))
         self._remove_exchange(ex)
 
     def _remove_exchange(self, ex: Exchange) -> None:
@@ -189,13 +207,15 @@ class VirtualHost:
         exclusive: bool = False,
         auto_delete: bool = False,
         arguments: Mapping[str, Any] | None = None,
+        uid: int = 0,
     ) -> Queue:
+        """``uid`` is given only when replaying the definitions journal; otherwise a new one is taken."""
         args = dict(arguments or {})
         if passive:
             return self.queue(name, session)
         if not name:
             name = generated_queue_name()
-        elif name.startswith("amq."):
+        elif name.startswith("amq.") and not self.replaying:  # a server-named durable queue comes back
             raise errors.access_refused(f"queue name '{name}' contains reserved prefix 'amq.*'")
         durable = durable and not exclusive  # RabbitMQ 3.10: an exclusive queue is never durable
         existing = self.queues.get(name)
@@ -207,9 +227,15 @@ class VirtualHost:
             return existing
         self._validate_queue(name, durable, exclusive, auto_delete, args)
         q = Queue(name, self.name, durable, session if exclusive else None, auto_delete, args)
+        q.store = self.store
+        if uid:
+            self.uids.claim(uid)
+        q.uid = uid or self.uids.allocate()
         self.queues[name] = q
         if exclusive and session is not None:
             session.exclusive_queues[name] = q
+        if durable:  # never exclusive (see above)
+            self.definitions.record(defs.declare_queue(self.name, q))
         return q
 
     def _validate_queue(
@@ -262,8 +288,11 @@ class VirtualHost:
         """Delete a queue: cancel its consumers (they are told), drop its bindings and messages."""
         if q.deleted:
             return 0
+        if q.durable:  # auto-delete and exclusive-owner deletions come through here too
+            self.definitions.record(defs.delete_queue(self.name, q))
         q.deleted = True
-        count = q.purge()
+        count = q.message_count()
+        q.drop_all()
         self.queues.pop(q.name, None)
         for consumer in list(q.consumers):
             consumer.channel.cancelled_by_broker(consumer)
@@ -309,23 +338,32 @@ class VirtualHost:
         if isinstance(ex, HeadersExchange):
             ex.validate_arguments(arguments)
         binding = Binding(ex, dest, routing_key, arguments)
-        if ex.add_binding(binding) and isinstance(dest, Queue):
-            dest.bindings[binding.key] = binding
+        added = ex.add_binding(binding)
+        if added and isinstance(dest, Queue):
+            dest.bindings[_queue_side_key(binding)] = binding
         self._routes.clear()
+        if added and defs.is_durable_binding(binding):  # RabbitMQ keeps a binding only if both ends are durable
+            self.definitions.record(defs.binding("bind", self.name, binding))
 
     def _unbind(self, ex: Exchange, dest: Queue | Exchange, routing_key: str, arguments: Mapping[str, Any]) -> None:
         key = Binding(ex, dest, routing_key, arguments).key
         binding = ex.bindings.get(key)
         if binding is not None:
+            if defs.is_durable_binding(binding):
+                self.definitions.record(defs.binding("unbind", self.name, binding))
             self._drop_binding(binding)
 
     def _drop_binding(self, binding: Binding, auto_delete: bool = True) -> None:
         source = binding.source
         source.remove_binding(binding.key)
         if isinstance(binding.destination, Queue):
-            binding.destination.bindings.pop(binding.key, None)
+            binding.destination.bindings.pop(_queue_side_key(binding), None)
         self._routes.clear()
         if auto_delete and source.auto_delete and not source.bindings and source.name in self.exchanges:
+            if self.replaying:
+                return  # an auto-deletion is a command of its own in the journal (see core.definitions)
+            if source.durable:
+                self.definitions.record(defs.delete_exchange(self.name, source))
             self._remove_exchange(source)
 
     # ------------------------------------------------------------------------------ routing

@@ -8,6 +8,7 @@ or connection close through ``amqp_errors``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 
 class AMQPChannel:
-    __slots__ = ("conn", "core", "number", "publish_seq")
+    __slots__ = ("confirmable_seq", "conn", "core", "number", "pending_commit_ok", "pending_confirms", "publish_seq")
 
     def __init__(self, conn: AMQPConnection, number: int) -> None:
         self.conn = conn
@@ -33,6 +34,9 @@ class AMQPChannel:
         assert conn.session is not None
         self.core: Channel = conn.session.open_channel(number, self)
         self.publish_seq = 0
+        self.confirmable_seq = 0  # highest seq that can be confirmed at the end of this batch
+        self.pending_confirms: deque[tuple[int, int]] = deque()  # (seq, store position) awaiting fsync
+        self.pending_commit_ok: deque[int] = deque()  # store positions of committed transactions
 
     # ------------------------------------------------------------------------ DeliverySink
 
@@ -40,7 +44,7 @@ class AMQPChannel:
         template = consumer.wire
         wire = message.wire or _wire_of(message)
         self.conn.write_chunks(
-            template.frames(delivery_tag, redelivered, wire, message.properties, message.body, self.conn.frame_max)
+            template.frames(delivery_tag, redelivered, wire, message.properties, _body(message), self.conn.frame_max)
         )
 
     def consumer_cancelled(self, consumer: Consumer) -> None:
@@ -81,18 +85,46 @@ class AMQPChannel:
                 if q.message_count() > high:
                     self.conn.note_publish_target(q)
         if self.core.confirm:
-            self.publish_seq += 1
-            self.conn.confirm_pending(self)
+            seq = self.publish_seq = self.publish_seq + 1
+            if message.location or self.pending_confirms:
+                # Persistent in a durable queue: confirmed once the store's fsync has covered it
+                # (and anything published after it waits its turn, confirms being cumulative).
+                self.pending_confirms.append((seq, message.location))
+                self.conn.await_durable(self)
+            else:
+                self.confirmable_seq = seq
+                self.conn.confirm_pending(self)
+
+    def durable_advanced(self, durable: int) -> bool:
+        """Send the confirms (and commit-oks) the store's durable position now covers; True when
+        nothing is left waiting."""
+        pending = self.pending_confirms
+        last = 0
+        while pending and pending[0][1] < durable:
+            last = pending.popleft()[0]
+        if last:
+            self.conn.send(self.number, m.BasicAck(last, True))
+        commits = self.pending_commit_ok
+        while commits and commits[0] < durable:
+            commits.popleft()
+            self.reply(m.TxCommitOk())
+        return not pending and not commits
 
     def _return(self, message: Message) -> None:
         ret = m.BasicReturn(ReplyCode.NO_ROUTE, "NO_ROUTE", message.exchange, message.routing_key)
         conn = self.conn
         conn.write_chunks([method_frame(self.number, ret)])
-        conn.write_chunks(content_frames(self.number, message.properties, message.body, conn.frame_max))
+        conn.write_chunks(content_frames(self.number, message.properties, _body(message), conn.frame_max))
 
     def close(self) -> None:
         assert self.conn.session is not None
         self.conn.session.close_channel(self.number)
+
+
+def _body(message: Message) -> bytes:
+    body = message.body
+    assert body is not None, "the queue loads a paged-out message before handing it over"
+    return body
 
 
 def _wire_of(message: Message) -> bytes:
@@ -210,7 +242,7 @@ def _basic_get(ch: AMQPChannel, method: m.BasicGet) -> None:
     conn = ch.conn
     wire = message.wire or _wire_of(message)
     conn.write_chunks([get_ok_frame(ch.number, tag, redelivered, wire, remaining)])
-    conn.write_chunks(content_frames(ch.number, message.properties, message.body, conn.frame_max))
+    conn.write_chunks(content_frames(ch.number, message.properties, _body(message), conn.frame_max))
 
 
 def _basic_ack(ch: AMQPChannel, method: m.BasicAck) -> None:
@@ -246,10 +278,15 @@ def _tx_select(ch: AMQPChannel, method: m.TxSelect) -> None:
 
 
 def _tx_commit(ch: AMQPChannel, method: m.TxCommit) -> None:
+    before = ch.core.last_location
     for exchange, routing_key, message in ch.core.tx_commit():
         message.exchange, message.routing_key = exchange, routing_key
         ch._return(message)
-    ch.reply(m.TxCommitOk())
+    if ch.core.last_location != before or ch.pending_commit_ok:
+        ch.pending_commit_ok.append(ch.core.last_location)  # commit-ok only once it is on disk
+        ch.conn.await_durable(ch)
+    else:
+        ch.reply(m.TxCommitOk())
 
 
 def _tx_rollback(ch: AMQPChannel, method: m.TxRollback) -> None:

@@ -41,6 +41,7 @@ from leveret.core.session import Session
 from .amqp_channel import AMQPChannel
 from .amqp_errors import reply_text, to_protocol_error
 from .config import Config
+from .durability import GroupCommitter
 
 log = logging.getLogger("leveret.amqp")
 
@@ -96,7 +97,15 @@ def parse_credentials(mechanism: str, response: bytes) -> tuple[str, str] | None
 
 
 class AMQPConnection(asyncio.Protocol):
-    def __init__(self, broker: Broker, config: Config, registry: set[AMQPConnection]) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        config: Config,
+        registry: set[AMQPConnection],
+        committer: GroupCommitter | None = None,
+    ) -> None:
+        self.committer = committer
+        self._durable_waiters: dict[AMQPChannel, None] = {}
         self.broker = broker
         self.config = config
         self.registry = registry
@@ -150,6 +159,8 @@ class AMQPConnection(asyncio.Protocol):
                 break  # a hard error: nothing after it is acted on (spec 4.2.4)
         if self._confirms:
             self._send_confirms()
+        if self.committer is not None:
+            self.committer.poke()
         if self._flow_queues:
             self._apply_flow()
 
@@ -185,9 +196,13 @@ class AMQPConnection(asyncio.Protocol):
             timer.cancel()
         self._timers.clear()
         self.registry.discard(self)
+        self._durable_waiters.clear()
         if self.session is not None:
             self.broker.close_session(self.session)
             self.session = None
+        if self.committer is not None:
+            self.committer.unlisten(self)
+            self.committer.poke()  # discards recorded while closing still need writing
         self.channels.clear()
         self.transport = None
 
@@ -196,11 +211,16 @@ class AMQPConnection(asyncio.Protocol):
             self._flush()
             self.transport.close()
 
-    def shutdown(self) -> None:
-        """Broker stopping: tell an open client why (320, as RabbitMQ does), then close."""
+    def shutdown(self, internal_error: bool = False) -> None:
+        """Broker stopping: tell an open client why (320, as RabbitMQ does; 541 if the store
+        failed), then close."""
         if self.proto.state is ConnectionState.OPEN:
-            text = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
-            self.send(0, m.ConnectionClose(ReplyCode.CONNECTION_FORCED, text, 0, 0))
+            if internal_error:
+                code, text = ReplyCode.INTERNAL_ERROR, "INTERNAL_ERROR - message store failure"
+            else:
+                code = ReplyCode.CONNECTION_FORCED
+                text = "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
+            self.send(0, m.ConnectionClose(code, text, 0, 0))
         self.close_transport()
 
     # ------------------------------------------------------------------------------ events
@@ -250,7 +270,9 @@ class AMQPConnection(asyncio.Protocol):
 
     def _drop_channel(self, number: int) -> None:
         ch = self.channels.pop(number, None)
-        self._confirms.pop(ch, None) if ch is not None else None
+        if ch is not None:
+            self._confirms.pop(ch, None)
+            self._durable_waiters.pop(ch, None)
         if ch is not None:
             ch.close()
 
@@ -340,10 +362,27 @@ class AMQPConnection(asyncio.Protocol):
     def confirm_pending(self, ch: AMQPChannel) -> None:
         self._confirms[ch] = None
 
+    def await_durable(self, ch: AMQPChannel) -> None:
+        committer = self.committer
+        if committer is None:  # no store: nothing is waited for
+            ch.durable_advanced(1 << 64)
+            return
+        if not self._durable_waiters:
+            committer.listen(self, self._durable_advanced)
+        self._durable_waiters[ch] = None
+
+    def _durable_advanced(self, durable: int) -> None:
+        waiters = self._durable_waiters
+        for ch in list(waiters):
+            if ch.number not in self.channels or ch.durable_advanced(durable):
+                del waiters[ch]
+        if not waiters and self.committer is not None:
+            self.committer.unlisten(self)
+
     def _send_confirms(self) -> None:
         for ch in self._confirms:
             if ch.number in self.channels:
-                self.send(ch.number, m.BasicAck(ch.publish_seq, True))
+                self.send(ch.number, m.BasicAck(ch.confirmable_seq, True))
         self._confirms.clear()
 
     # -------------------------------------------------------------------------------- flow

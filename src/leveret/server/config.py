@@ -25,6 +25,7 @@ class Config:
     write_buffer_high: int = 4 * 1024 * 1024
     flow_high: int = 50_000  # pause a publisher while a queue it feeds holds more ready messages
     flow_low: int = 25_000
+    segment_size: int = 64 * 1024 * 1024  # message log segment files roll at this size
 
 
 def _convert(name: str, raw: object) -> object:

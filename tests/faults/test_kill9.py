@@ -1,0 +1,118 @@
+"""kill -9 storm (RELIABILITY.md, "Fault scenarios"): publishers with confirms and an acking
+consumer run while the broker is SIGKILLed every 1-2 s (jittered) and restarted at once; then one
+last kill, a quiet drain, and the shared checker: lost = unexpected = corrupt = 0.
+
+``run_storm`` is shared with ``benchmarks/soak_kill9.py`` (the long version)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.conftest import BrokerProcess
+from tests.faults.checker import (
+    Consumer,
+    Ledger,
+    Publisher,
+    Report,
+    Target,
+    drain,
+    recoveries,
+    recovery_problems,
+    run_seed,
+)
+
+
+@dataclass
+class StormResult:
+    report: Report
+    kills: int
+    drained: int
+    elapsed: float
+    restart_seconds: list[float] = field(default_factory=list)  # kill -> listening again
+    consumer_received: int = 0
+
+    def __str__(self) -> str:
+        restarts = self.restart_seconds
+        avg = sum(restarts) / len(restarts) if restarts else 0.0
+        return (
+            f"{self.report}\nkills={self.kills} drained={self.drained} consumed_live={self.consumer_received} "
+            f"elapsed={self.elapsed:.1f}s restart avg={avg:.2f}s max={max(restarts, default=0):.2f}s"
+        )
+
+
+async def run_storm(
+    broker: BrokerProcess,
+    seed: int,
+    kills: int,
+    interval: tuple[float, float] = (1.0, 2.0),
+    publishers: int = 3,
+    window: int = 32,
+    progress: bool = False,
+) -> StormResult:
+    """Publish and consume on ``broker`` while killing it ``kills`` times; then stop the clients,
+    kill it once more (so what was left is read back from disk), drain and report."""
+    started = time.monotonic()
+    rng = random.Random(seed)
+    ledger = Ledger(seed)
+    target = Target(broker.url, queue="storm.q", exchange="storm.x")
+    await target.declare()
+    stop_publishing, stop_consuming = asyncio.Event(), asyncio.Event()
+    pubs = [Publisher(ledger, n, target, stop_publishing, window) for n in range(publishers)]
+    consumer = Consumer(ledger, target, stop_consuming)
+    tasks = [asyncio.create_task(p.run()) for p in pubs]
+    consumer_task = asyncio.create_task(consumer.run())
+    loop = asyncio.get_running_loop()
+    result_restarts = []
+
+    async def crash() -> None:
+        t0 = time.monotonic()
+        await loop.run_in_executor(None, lambda: broker.restart(kill=True))
+        result_restarts.append(time.monotonic() - t0)
+
+    for n in range(kills):
+        await asyncio.sleep(rng.uniform(*interval))  # the jittered gap between kills is the test's input
+        if n == (kills + 1) // 2:
+            # From here on nobody consumes: the backlog must survive the remaining kills, read back
+            # from disk each time (and what the consumer held unacked is recovered too).
+            stop_consuming.set()
+            await consumer_task
+        await crash()
+        if progress:
+            print(f"kill {n + 1}/{kills}: {ledger.report()}", flush=True)
+    await asyncio.sleep(rng.uniform(*interval))  # clients go on after the last restart
+    stop_publishing.set()
+    await asyncio.gather(*tasks)
+    stop_consuming.set()
+    await consumer_task
+    await crash()  # the last kill: everything not yet consumed comes back from disk only
+    drained = await drain(ledger, target)
+    return StormResult(
+        ledger.report(),
+        kills + 1,
+        drained,
+        time.monotonic() - started,
+        result_restarts,
+        consumer.received,
+    )
+
+
+def test_kill9_storm_loses_nothing_confirmed(tmp_path: Path) -> None:
+    seed = run_seed(9)
+    broker = BrokerProcess(tmp_path / "data")
+    try:
+        result = asyncio.run(run_storm(broker, seed, kills=4, interval=(1.0, 2.0)))
+    finally:
+        broker.stop()
+    print(result)
+    result.report.assert_ok()
+    log = broker.log()
+    assert not recovery_problems(log), recovery_problems(log)
+    starts = recoveries(log)
+    assert len(starts) == 1 + result.kills, [r.line for r in starts]
+    assert all(not r.clean for r in starts[1:]), "a kill -9 must be detected as an unclean stop"
+    assert result.report.confirmed > 500, "too little traffic to prove anything"
+    assert result.drained > 0, "the last kill should leave messages for the drain"
