@@ -347,3 +347,46 @@ def test_random_changes_replay_to_the_same_durable_state(seed: int) -> None:
     assert {q.uid for q in after.vhosts[ROOT].queues.values()} == {
         q.uid for q in broker.vhosts[ROOT].queues.values() if q.durable
     }
+
+
+@pytest.mark.parametrize("compact_after", [0, 3])
+@pytest.mark.parametrize("seed", range(12))
+def test_random_changes_through_a_compacting_journal(tmp_path: Any, seed: int, compact_after: int) -> None:
+    """The journal compacts inside ``record()`` from a snapshot of the live definitions, so every
+    change must be applied before it is recorded (else the snapshot misses it and the compaction
+    drops it). compact_after=0 compacts on nearly every record."""
+    from leveret.server.definitions import restore_definitions
+
+    broker = Broker()
+    journal = restore_definitions(broker, str(tmp_path), pytest.fail, compact_after)
+    handed_out: list[int] = []
+    allocate = broker.uids.allocate
+
+    def tracking_allocate() -> int:
+        handed_out.append(allocate())
+        return handed_out[-1]
+
+    broker.uids.allocate = tracking_allocate  # type: ignore[method-assign]
+    random_changes(random.Random(seed), broker, 150)
+    assert journal.compactions > 0
+    journal.close()
+    after = Broker()
+    restore_definitions(after, str(tmp_path), pytest.fail, compact_after)
+    assert canonical(after) == canonical(broker)
+    assert after.vhosts[ROOT].declare_queue(None, "fresh").uid > max(handed_out)  # transient ones too
+
+
+def test_uid_reservation_survives_a_compaction_inside_its_own_record(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leveret.server.definitions import restore_definitions
+
+    monkeypatch.setattr(defs, "UID_BLOCK", 4)
+    broker = Broker()
+    journal = restore_definitions(broker, str(tmp_path), pytest.fail, compact_after=0)
+    taken = [broker.vhosts[ROOT].declare_queue(None, f"t{i}").uid for i in range(10)]
+    assert journal.compactions >= 2  # a reservation record is one past the live definitions
+    journal.close()
+    after = Broker()
+    restore_definitions(after, str(tmp_path), pytest.fail)
+    assert after.vhosts[ROOT].declare_queue(None, "fresh").uid > max(taken)

@@ -363,7 +363,7 @@ def test_failed_fsync_is_never_retried(tmp_path: Path, monkeypatch: pytest.Monke
     def fail(fd: int) -> None:
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(journal_mod.os, "fsync", fail)
+    monkeypatch.setattr(journal_mod, "fsync", fail)
     with pytest.raises(OSError):
         j.record(command(2))
     monkeypatch.undo()
@@ -387,7 +387,7 @@ def test_broker_side_journal_failure_stops_the_broker_and_refuses_the_change(
     def fail(fd: int) -> None:
         raise OSError(errno.EIO, "I/O error")
 
-    monkeypatch.setattr(journal_mod.os, "fsync", fail)
+    monkeypatch.setattr(journal_mod, "fsync", fail)
     with pytest.raises(BrokerError) as info:
         vh.declare_exchange("lost", "direct", durable=True)
     assert info.value.kind is ErrorKind.INTERNAL  # the client gets 541, never declare-ok

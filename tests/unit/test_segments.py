@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -50,6 +51,13 @@ def write_log(directory: Path, payloads: list[bytes], segment_size: int = 64 * 1
     positions = [log.append(p) for p in payloads]
     log.close()
     return positions
+
+
+def patch_fsync(monkeypatch: pytest.MonkeyPatch, fsync: Callable[[int], None]) -> None:
+    """Data files are fsynced through ``store.faults.fsync`` (bound to os.fsync at import, or to the
+    power-loss tests' recorder), directories through os.fsync: replace both."""
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(seg_module, "fsync", fsync)
 
 
 def contents(directory: Path, segment_size: int = 64 * 1024 * 1024) -> tuple[list[tuple[int, bytes]], SegmentLog]:
@@ -99,6 +107,15 @@ def test_misuse_is_refused(msgs: Path) -> None:
     log.close()
 
 
+def test_a_record_bigger_than_a_segment(msgs: Path) -> None:
+    log = opened(msgs, segment_size=100)
+    assert log.append(b"x" * 500) == 1 << 32 | 16  # the empty first segment takes it
+    assert log.append(b"y" * 500) == 2 << 32 | 16
+    assert log.append(b"z") == 3 << 32 | 16
+    log.close()
+    assert [os.path.getsize(msgs / segment_name(n)) for n in (1, 2, 3)] == [524, 524, 25]
+
+
 def test_many_records_across_rolls(msgs: Path) -> None:
     rng = random.Random(7)
     data = [payload(i, rng.randint(1, 300)) for i in range(2000)]
@@ -138,7 +155,7 @@ def test_flush_is_one_write_per_segment(msgs: Path, monkeypatch: pytest.MonkeyPa
     assert len(calls) == 3 + 2
     calls.clear()
     start = log.current_segment
-    for i in range(500):
+    for _ in range(500):
         log.append(b"x")
     log.flush()
     rolls = log.current_segment - start
@@ -175,7 +192,7 @@ def test_roll_fsyncs_old_file_then_creates_new_then_fsyncs_directory(
             events.append(("create", os.path.abspath(path)))
         return real_open(path, flags, mode)
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    patch_fsync(monkeypatch, fsync)
     monkeypatch.setattr(os, "open", open_)
     log.append(b"a" * 60)
     log.append(b"b" * 60)  # does not fit: segment 2
@@ -417,25 +434,26 @@ def test_open_releases_segments_without_records_and_quarantined_files_are_kept(m
 
 
 class FsyncLedger:
-    """Wraps os.fsync: remembers, per file, how many bytes an fsync covered (the size just before it
-    started: later writes may not be covered)."""
+    """Replaces os.fsync: remembers, per file, how many bytes an fsync covered (the size just before
+    it started: later writes may not be covered), which is all a simulated power loss keeps. The
+    disk is not really asked (this is the model of durability), but the fsync takes a little time
+    without the GIL, as a real one does, so that the loop thread runs meanwhile."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.durable: dict[str, int] = {}
         self.lock = threading.Lock()
         self.calls = 0
-        real = os.fsync
 
         def fsync(fd: int) -> None:
             st = os.fstat(fd)
-            real(fd)
+            time.sleep(0.0002)
             if stat.S_ISREG(st.st_mode):
                 path = os.readlink(f"/proc/self/fd/{fd}")
                 with self.lock:
                     self.calls += 1
                     self.durable[path] = max(self.durable.get(path, 0), st.st_size)
 
-        monkeypatch.setattr(os, "fsync", fsync)
+        patch_fsync(monkeypatch, fsync)
 
     def power_loss(self, directory: Path) -> None:
         """Drop every byte no fsync covered."""
@@ -449,14 +467,20 @@ def test_sync_from_a_thread_racing_appends_and_flushes(msgs: Path, monkeypatch: 
     rng = random.Random(seed)
     ledger = FsyncLedger(monkeypatch)
     log = opened(msgs, segment_size=4096)
-    stop = threading.Event()
+    stop, kick = threading.Event(), threading.Event()
     violations: list[str] = []
     best = [0]
 
-    def syncer() -> None:
+    claims: list[tuple[int, dict[str, int]]] = []  # (what sync returned, what fsyncs had covered then)
+
+    def syncer() -> None:  # like the group committer: woken after flushes, syncs while the loop goes on
         while not stop.is_set():
+            kick.wait()
+            kick.clear()
             before = log.flushed_position
             durable = log.sync()
+            with ledger.lock:
+                claims.append((durable, dict(ledger.durable)))
             if durable < before:
                 violations.append(f"sync returned {durable:#x} < flushed-before-call {before:#x}")
             best[0] = max(best[0], durable)
@@ -470,11 +494,18 @@ def test_sync_from_a_thread_racing_appends_and_flushes(msgs: Path, monkeypatch: 
             written[log.append(p)] = p
             if rng.random() < 0.3:
                 log.flush()
+                kick.set()
     finally:
         stop.set()
+        kick.set()
         thread.join()
     assert not violations, violations[:3]
     assert log.current_segment > 5 and ledger.calls > 10  # there were rolls and syncs
+    paths = {n: os.path.realpath(msgs / segment_name(n)) for n in range(1, log.current_segment + 1)}
+    for durable, covered in claims:  # every record sync called durable was covered by an fsync
+        for p, d in written.items():
+            if p < durable:
+                assert covered.get(paths[p >> 32], 0) >= (p & 0xFFFFFFFF) + 8 + len(d), (hex(durable), hex(p))
     reported = best[0]
     # power loss now: what sync reported durable must all be there, and nothing never written
     ledger.power_loss(msgs)
@@ -487,17 +518,18 @@ def test_sync_from_a_thread_racing_appends_and_flushes(msgs: Path, monkeypatch: 
 
 def test_durability_with_power_loss_between_syncs(msgs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ledger = FsyncLedger(monkeypatch)
-    log = opened(msgs, segment_size=1000)
-    acked = {log.append(payload(i, 100)): payload(i, 100) for i in range(25)}
+    log = opened(msgs, segment_size=3000)
+    acked = {log.append(payload(i, 100)): payload(i, 100) for i in range(35)}
     log.flush()
     durable = log.sync()
     assert durable > max(acked)
     extra = [log.append(payload(100 + i, 100)) for i in range(3)]
     log.flush()  # written, never fsynced
-    assert log.durable_position == durable < min(extra)
+    assert log.durable_position == durable <= min(extra)  # "durable" means: every record below it
     ledger.power_loss(msgs)
     got, log = contents(msgs, 1000)
     assert {p: d for p, d in got if p < durable} == acked
+    assert len(got) < len(acked) + len(extra)  # the unsynced records of the last segment are gone
     log.close()
 
 
@@ -553,7 +585,7 @@ def test_fsync_error_is_never_retried(msgs: Path, monkeypatch: pytest.MonkeyPatc
         calls.append(fd)
         raise OSError(err, os.strerror(err))
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    patch_fsync(monkeypatch, fsync)
     with pytest.raises(OSError) as info:
         log.sync()
     assert info.value.errno == err and len(calls) == 1
@@ -570,7 +602,7 @@ def test_fsync_error_during_a_roll(msgs: Path, monkeypatch: pytest.MonkeyPatch) 
     log.flush()
     durable = log.durable_position
     log.append(b"b" * 60)  # the flush must roll, and the roll's fsync fails
-    monkeypatch.setattr(os, "fsync", failing(errno.EIO))
+    patch_fsync(monkeypatch, failing(errno.EIO))
     with pytest.raises(OSError):
         log.flush()
     monkeypatch.undo()

@@ -7,6 +7,12 @@ progress line per second goes to stderr; then the publishers stop, the counters 
 JSON line goes to stdout: publish and consume rates (the median of the per-second samples and the
 overall average, msg/s), latency percentiles (ms, from the timestamp in each body) and the CPU
 seconds this process used during the run (to show it was not the bottleneck).
+
+Backlog mode: ``--publish-count N`` makes each publisher stop after N messages and ends the run once
+they are confirmed and consumed (``--duration`` is then only a cap); ``--keep-queue`` leaves the
+queue's contents alone (no purge, no delete), so ``--consumers 0 --publish-count N --keep-queue``
+builds a backlog and ``--publishers 0 --keep-queue`` drains it (the run ends when the consumers have
+received what the queue held at start).
 """
 
 from __future__ import annotations
@@ -52,6 +58,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--confirm", type=int, default=0, help="publisher confirm window (unconfirmed publishes), 0 = off")
     p.add_argument("--rate", type=float, default=0.0, help="publish rate per publisher in msg/s, 0 = unlimited")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--publish-count",
+        type=int,
+        default=0,
+        help="each publisher publishes N messages then stops; the run ends once they are confirmed (with"
+        " --confirm) and consumed (with consumers), or at --duration; 0 = publish for --duration (0)",
+    )
+    p.add_argument(
+        "--keep-queue",
+        action="store_true",
+        help="do not purge the queue at start nor delete it at the end; with --publishers 0 the run ends"
+        " once the consumers have received the messages the queue held at start",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +122,7 @@ class Run:
         self.consumers: list[ConsumerLink] = []
         self.publish_samples: list[float] = []
         self.consume_samples: list[float] = []
+        self.backlog = 0  # messages the queue held at start (only with --keep-queue)
 
     def published(self) -> int:
         return sum(p.sent for p in self.publishers)
@@ -115,8 +135,12 @@ class Run:
         self.control = await _connect(self.target, Link)
         await self.control.open_channel()
         declare = m.QueueDeclare(0, self.queue, False, a.persistent, False, False, False, {})
-        await self.control.call(declare, m.QueueDeclareOk)
-        await self.control.call(m.QueuePurge(0, self.queue, False), m.QueuePurgeOk)
+        declared = await self.control.call(declare, m.QueueDeclareOk)
+        if a.keep_queue:
+            assert isinstance(declared, m.QueueDeclareOk)
+            self.backlog = declared.message_count
+        else:
+            await self.control.call(m.QueuePurge(0, self.queue, False), m.QueuePurgeOk)
         timed = a.size >= 8
         every = a.multi_ack_every
         if a.prefetch and every > a.prefetch:
@@ -126,7 +150,9 @@ class Run:
             await c.setup(self.queue, a.prefetch, f"bench-{i}")
             self.consumers.append(c)
         for _ in range(a.publishers):
-            p = await _connect(self.target, PublisherLink, self.queue, a.size, a.persistent, a.confirm, a.rate)
+            p = await _connect(
+                self.target, PublisherLink, self.queue, a.size, a.persistent, a.confirm, a.rate, a.publish_count
+            )
             await p.setup()
             self.publishers.append(p)
 
@@ -141,7 +167,7 @@ class Run:
         while True:
             second += 1
             deadline = t0 + min(second, a.duration)
-            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+            finished = await self._wait(deadline)
             self._check_links()
             now, pub, con = time.monotonic(), self.published(), self.consumed()
             if now - last_t >= 0.5:  # a last fraction of a second is too short to be a sample
@@ -150,12 +176,37 @@ class Run:
                 if not a.quiet:
                     self._progress(now - t0, lat_seen)
             last_t, last_pub, last_con = now, pub, con
-            if now - t0 >= a.duration:
+            if now - t0 >= a.duration or finished:
                 break
         for p in self.publishers:
             p.stop()
-        elapsed, cpu = time.monotonic() - t0, _cpu() - cpu0
+        if a.keep_queue or a.publish_count:
+            for c in self.consumers:
+                c.ack_rest()  # leave nothing unacked to be requeued when the link closes
+        elapsed, cpu = max(1e-6, time.monotonic() - t0), _cpu() - cpu0  # a drain of nothing ends at once
         return self._result(elapsed, cpu, lat_seen)
+
+    def bounded(self) -> bool:
+        """The run has an end of its own: a publish count, or a drain of a kept queue."""
+        return bool(self.args.publish_count) or (not self.publishers and self.args.keep_queue)
+
+    def finished(self) -> bool:
+        if not all(p.done() for p in self.publishers):
+            return False
+        return not self.consumers or self.consumed() >= self.backlog + self.published()
+
+    async def _wait(self, deadline: float) -> bool:
+        """Sleep until ``deadline``; a bounded run wakes every 5 ms and returns True once finished."""
+        if not self.bounded():
+            await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+            return False
+        while not self.finished():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._check_links()
+            await asyncio.sleep(min(0.005, left))
+        return True
 
     def _check_links(self) -> None:
         """A link the broker closed mid-run makes the whole run invalid: say which and why."""
@@ -197,6 +248,9 @@ class Run:
             "persistent": a.persistent,
             "confirm": a.confirm,
             "rate": a.rate,
+            "publish_count": a.publish_count,
+            "keep_queue": a.keep_queue,
+            "backlog": self.backlog,
             "duration_s": round(elapsed, 3),
             "published": published,
             "consumed": consumed,
@@ -219,7 +273,8 @@ class Run:
         links: list[Link] = [*self.publishers, *self.consumers]
         if self.control is not None:
             links.append(self.control)
-            await self._delete_queue(self.control)
+            if not self.args.keep_queue:
+                await self._delete_queue(self.control)
         await asyncio.gather(*(link.close() for link in links), return_exceptions=True)
 
     async def _delete_queue(self, control: Link) -> None:
@@ -253,8 +308,8 @@ async def _bench(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     if args.publishers < 0 or args.consumers < 0 or args.publishers + args.consumers == 0:
         raise SystemExit("bench: need at least one publisher or consumer")
-    if args.size < 0 or args.duration <= 0:
-        raise SystemExit("bench: --size must be >= 0 and --duration > 0")
+    if args.size < 0 or args.duration <= 0 or args.publish_count < 0:
+        raise SystemExit("bench: --size and --publish-count must be >= 0 and --duration > 0")
     from leveret.server.runtime import install_uvloop
 
     install_uvloop()

@@ -158,10 +158,12 @@ class PublisherLink(Link):
         persistent: bool,
         confirm: int,
         rate: float,
+        count: int = 0,
     ) -> None:
         super().__init__(conn)
         self.confirm = confirm
         self.rate = rate
+        self.count = count  # publish this many, then stop (0 = until stopped)
         self.sent = 0
         self.confirmed = 0
         self.nacked = 0
@@ -195,6 +197,12 @@ class PublisherLink(Link):
     def stop(self) -> None:
         self._running = False
 
+    def done(self) -> bool:
+        """All of ``count`` published (and settled, with confirms)."""
+        if not self.count or self.sent < self.count:
+            return False
+        return not self.confirm or self.confirmed + self.nacked >= self.sent
+
     def pause_writing(self) -> None:
         self._paused = True
 
@@ -222,6 +230,11 @@ class PublisherLink(Link):
                 self._schedule(0.001)  # what is due goes out in batches, at most 1 ms apart
                 return
             n = min(n, due)
+        if self.count:
+            n = min(n, self.count - self.sent)
+            if n <= 0:
+                self._running = False
+                return
         if self.confirm:
             n = min(n, self.confirm - (self.sent - self.confirmed - self.nacked))
             if n <= 0:
@@ -316,6 +329,12 @@ class ConsumerLink(Link):
         if acks:
             self.write(b"".join(acks))
         self.flush()
+
+    def ack_rest(self) -> None:
+        """Ack what the last ``multiple`` ack did not cover (tags run 1, 2, ... on the one channel)."""
+        if not self.auto_ack and self._countdown != self.ack_every and self.transport is not None:
+            self.write(self.conn.ack(CHANNEL, self.received, True))
+            self._countdown = self.ack_every
 
 
 def latency_summary(samples: Sequence[int]) -> dict[str, float]:

@@ -5,7 +5,9 @@ queue declared or deleted, a binding whose source AND destination are durable ad
 RabbitMQ keeps a binding across a restart only then) is recorded as one command, a plain dict, through
 the ``DefinitionsLog`` port. On boot the commands are replayed through the same ``VirtualHost`` methods a
 client uses, with recording switched off. Compaction replaces the log with ``snapshot(broker)``: the
-current durable state as the shortest list of commands that rebuilds it.
+current durable state as the shortest list of commands that rebuilds it. The journal may compact
+inside ``record()``, so a change is always applied first and recorded second (and what it causes,
+such as an auto-deletion, after that): the snapshot then already holds the recorded change.
 
 What is not recorded, because replaying the delete that caused it reproduces it exactly: bindings
 removed with their deleted queue or exchange. What IS recorded although implicit: an auto-delete
@@ -63,9 +65,9 @@ class QueueUids:
         if uid > MAX_UID:
             raise BrokerError(ErrorKind.INTERNAL, "queue uids exhausted")
         if uid >= self.reserved:
-            reserved = min(uid + UID_BLOCK, MAX_UID + 1)
-            self.log.record(reserve_uids(reserved))
-            self.reserved = reserved
+            # Applied, then recorded: the journal may compact inside record() from a snapshot.
+            self.reserved = min(uid + UID_BLOCK, MAX_UID + 1)
+            self.log.record(reserve_uids(self.reserved))
         self.next = uid + 1
         return uid
 

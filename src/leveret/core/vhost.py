@@ -183,18 +183,24 @@ class VirtualHost:
             return  # RabbitMQ: deleting a missing exchange succeeds
         if if_unused and ex.bindings:
             raise errors.precondition_failed(f"exchange '{name}' {self._where()} in use")
-        if ex.durable:
-            self.definitions.record(defs.delete_exchange(self.name, ex))
         self._remove_exchange(ex)
 
     def _remove_exchange(self, ex: Exchange) -> None:
+        """Remove ``ex`` and its bindings, record the deletion, then auto-delete the exchanges that
+        were bound to it (see _drop_binding for the order)."""
         for binding in list(ex.bindings.values()):
             self._drop_binding(binding, auto_delete=False)
+        sources = []
         for other in list(self.exchanges.values()):  # bindings where ex is the destination
             for binding in other.bindings_to(ex):
-                self._drop_binding(binding)
+                self._drop_binding(binding, auto_delete=False)
+                sources.append(other)
         self.exchanges.pop(ex.name, None)
         self._routes.clear()
+        if ex.durable:
+            self.definitions.record(defs.delete_exchange(self.name, ex))
+        for source in sources:
+            self._auto_delete(source)
 
     # ------------------------------------------------------------------------------- queues
 
@@ -288,8 +294,6 @@ class VirtualHost:
         """Delete a queue: cancel its consumers (they are told), drop its bindings and messages."""
         if q.deleted:
             return 0
-        if q.durable:  # auto-delete and exclusive-owner deletions come through here too
-            self.definitions.record(defs.delete_queue(self.name, q))
         q.deleted = True
         count = q.message_count()
         q.drop_all()
@@ -297,11 +301,16 @@ class VirtualHost:
         for consumer in list(q.consumers):
             consumer.channel.cancelled_by_broker(consumer)
         q.consumers.clear()
-        for binding in list(q.bindings.values()):
-            self._drop_binding(binding)
+        bindings = list(q.bindings.values())
+        for binding in bindings:
+            self._drop_binding(binding, auto_delete=False)
         if q.exclusive_owner is not None:
             q.exclusive_owner.exclusive_queues.pop(q.name, None)
         self._routes.clear()
+        if q.durable:  # auto-delete and exclusive-owner deletions come through here too
+            self.definitions.record(defs.delete_queue(self.name, q))  # once applied (see _drop_binding)
+        for binding in bindings:
+            self._auto_delete(binding.source)
         return count
 
     def purge_queue(self, session: Session | None, name: str) -> int:
@@ -349,21 +358,26 @@ class VirtualHost:
         key = Binding(ex, dest, routing_key, arguments).key
         binding = ex.bindings.get(key)
         if binding is not None:
-            if defs.is_durable_binding(binding):
-                self.definitions.record(defs.binding("unbind", self.name, binding))
-            self._drop_binding(binding)
+            self._drop_binding(binding, record=True)
 
-    def _drop_binding(self, binding: Binding, auto_delete: bool = True) -> None:
+    def _drop_binding(self, binding: Binding, auto_delete: bool = True, record: bool = False) -> None:
+        """A deletion is recorded once applied and before what it causes (auto-deletions): the
+        journal may compact inside ``record()``, writing a snapshot of the live definitions, and
+        that snapshot must already show the recorded command applied, and nothing half done."""
         source = binding.source
         source.remove_binding(binding.key)
         if isinstance(binding.destination, Queue):
             binding.destination.bindings.pop(_queue_side_key(binding), None)
         self._routes.clear()
-        if auto_delete and source.auto_delete and not source.bindings and source.name in self.exchanges:
+        if record and defs.is_durable_binding(binding):
+            self.definitions.record(defs.binding("unbind", self.name, binding))
+        if auto_delete:
+            self._auto_delete(source)
+
+    def _auto_delete(self, source: Exchange) -> None:
+        if source.auto_delete and not source.bindings and source.name in self.exchanges:
             if self.replaying:
                 return  # an auto-deletion is a command of its own in the journal (see core.definitions)
-            if source.durable:
-                self.definitions.record(defs.delete_exchange(self.name, source))
             self._remove_exchange(source)
 
     # ------------------------------------------------------------------------------ routing

@@ -40,7 +40,7 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
-        self.journal = restore_definitions(self.broker, cfg.data_dir, self._fatal)
+        self.journal = restore_definitions(self.broker, cfg.data_dir, self._fatal, cfg.journal_compact_after)
         self._open_message_store()  # after the definitions: it restores messages into durable queues
         hosts = list(cfg.hosts)
         bound = []

@@ -45,6 +45,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from .faults import fsync
 from .records import JOURNAL_MAGIC, HeaderState, encode_record, file_header, read_records
 
 JOURNAL = "journal.log"
@@ -218,7 +219,7 @@ class DefinitionsJournal:
             if scan.torn:
                 os.truncate(self.path, scan.good_end)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            os.fsync(self._fd)  # makes the truncation durable
+            fsync(self._fd)  # makes the truncation durable
             self.record_count = len(commands)
         return commands
 
@@ -244,7 +245,7 @@ class DefinitionsJournal:
         data = encode_record(encode_command(command))
         try:
             _write_all(fd, data)
-            os.fsync(fd)
+            fsync(fd)
         except OSError as exc:
             self._failed = exc
             raise
@@ -298,7 +299,7 @@ class DefinitionsJournal:
         fd = os.open(self.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         try:
             _write_all(fd, data)
-            os.fsync(fd)
+            fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(self.tmp_path)

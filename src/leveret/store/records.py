@@ -199,14 +199,9 @@ class RecordScan:
                         off = end
                         continue
             problem, length = _problem_at(data, off, size)
-            if length:  # a CRC mismatch with a plausible length: can we step over the record?
+            if length:  # a CRC mismatch with a plausible length: step over it if the next one verifies
                 end = off + RECORD_HEADER_SIZE + length
-                at_end = end == size or _all_zero(data, end, size)
-                if at_end and not self.may_be_torn:
-                    self.damage.append(Damage(off, end - off, "crc mismatch in the final record"))
-                    off = end
-                    continue
-                if not at_end and not _problem_at(data, end, size)[0]:
+                if end < size and not _problem_at(data, end, size)[0]:
                     self.damage.append(Damage(off, end - off, "crc mismatch (framing intact, record skipped)"))
                     off = end
                     continue

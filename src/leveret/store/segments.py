@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .crc import crc32c
+from .faults import fsync
 from .records import (
     FILE_HEADER_SIZE,
     MAX_RECORD,
@@ -239,7 +240,7 @@ class SegmentLog:
     def _resume(self, seg: _Segment) -> None:
         fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         size = os.fstat(fd).st_size
-        os.fsync(fd)  # what a killed process left in the page cache is on disk from here on
+        fsync(fd)  # what a killed process left in the page cache is on disk from here on
         self._set_file(fd, seg.number, size)
 
     def _start(self, number: int) -> None:
@@ -260,7 +261,7 @@ class SegmentLog:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         try:
             _write_all(fd, [file_header(SEGMENT_MAGIC)], FILE_HEADER_SIZE)
-            os.fsync(fd)
+            fsync(fd)
             fsync_dir(self.directory)
         except BaseException:
             os.close(fd)
@@ -324,7 +325,7 @@ class SegmentLog:
     def _roll(self, number: int) -> None:
         old = self._fd
         try:
-            os.fsync(old)  # everything in the old segment is durable before the next one exists
+            fsync(old)  # everything in the old segment is durable before the next one exists
             fd = self._create(number)
         except OSError as exc:
             self._fail(exc)
@@ -342,7 +343,7 @@ class SegmentLog:
                 return self._durable
             fd, target = os.dup(self._fd), self._flushed
         try:
-            os.fsync(fd)
+            fsync(fd)
         except OSError as exc:
             self._fail(exc)
             raise
@@ -503,7 +504,7 @@ def _truncate(path: str, good_end: int) -> None:
             _write_all(fd, [file_header(SEGMENT_MAGIC)], FILE_HEADER_SIZE)
         else:
             os.ftruncate(fd, good_end)
-        os.fsync(fd)
+        fsync(fd)
     finally:
         os.close(fd)
 
