@@ -607,13 +607,17 @@ def _data_files(data_dir: Path) -> list[Path]:
     return files
 
 
-def power_cut(data_dir: Path, sync_log: Path, rng: random.Random, zero_fill: float = 0.25) -> PowerCut:
+def power_cut(
+    data_dir: Path, sync_log: Path, rng: random.Random, zero_fill: float = 0.25, drop_some: bool = False
+) -> PowerCut:
     """Make the data directory look as a power cut would leave it. Call with the broker dead (or
     frozen by SIGSTOP: a frozen process writes nothing). Every data file goes back to its last
     fsynced size plus a random prefix of the bytes written after it (the last write torn at a
     random offset); with probability ``zero_fill`` the lost part reads as zeros instead (the size
     reached the disk, the data did not). Files never fsynced are deleted. Afterwards the fsync log
-    says the files are durable as they now are (they are what the disk holds after the reboot)."""
+    says the files are durable as they now are (they are what the disk holds after the reboot).
+    With ``drop_some``, at least one unsynced byte of every file is lost (the crash point "after
+    the write, before the fsync")."""
     synced = _synced_sizes(sync_log)
     cut = PowerCut()
     survivors = []
@@ -627,7 +631,7 @@ def power_cut(data_dir: Path, sync_log: Path, rng: random.Random, zero_fill: flo
             cut.dropped_bytes += st.st_size
             continue
         if st.st_size > last:
-            kept = last + rng.randint(0, st.st_size - last)
+            kept = last + rng.randint(0, st.st_size - last - (1 if drop_some else 0))
             with open(path, "r+b") as fh:
                 fh.truncate(kept)
                 if kept < st.st_size and rng.random() < zero_fill:

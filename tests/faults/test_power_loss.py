@@ -136,7 +136,9 @@ class PowerRig:
 
     # ---- crashing
 
-    def crash(self, point: str, reached: Callable[[], bool] | None = None, timeout: float = 5.0) -> None:
+    def crash(
+        self, point: str, reached: Callable[[], bool] | None = None, timeout: float = 5.0, drop_some: bool = False
+    ) -> None:
         """Freeze the broker (when ``reached()`` holds, or now), cut the power, kill, restart."""
         pid = self.broker.proc.pid
         if reached is not None:
@@ -148,7 +150,7 @@ class PowerRig:
                 os.kill(pid, signal.SIGSTOP)
         else:
             os.kill(pid, signal.SIGSTOP)
-        cut = power_cut(self.data_dir, self.sync_log, self.rng)
+        cut = power_cut(self.data_dir, self.sync_log, self.rng, drop_some=drop_some)
         self.cuts.append((point, cut))
         self.broker.proc.kill()
         self.broker.proc.wait()
@@ -165,7 +167,7 @@ class PowerRig:
             time.sleep(0.0005)
         else:
             self.missed.append("after write, before fsync")
-        self.crash("after write, before fsync", reached=lambda: True)
+        self.crash("after write, before fsync", reached=lambda: True, drop_some=True)
 
     async def crash_at(self, point: str) -> None:
         loop = asyncio.get_running_loop()
