@@ -268,7 +268,7 @@ class Target:
                 ex = await channel.declare_exchange(self.exchange, aio_pika.ExchangeType.DIRECT, durable=True)
                 await queue.bind(ex, self.routing_key)
         finally:
-            await _close_quietly(conn)
+            await close_quietly(conn)
 
     async def exchange_of(self, channel: AbstractChannel) -> AbstractExchange:
         if not self.exchange:
@@ -288,7 +288,7 @@ async def connect(url: str, stop: asyncio.Event | None = None, timeout: float = 
             await asyncio.sleep(0.02)
 
 
-async def _close_quietly(conn: AbstractRobustConnection | None) -> None:
+async def close_quietly(conn: AbstractRobustConnection | None) -> None:
     if conn is not None and not conn.is_closed:
         with contextlib.suppress(*CLIENT_ERRORS):
             await asyncio.wait_for(conn.close(), 5)
@@ -353,7 +353,7 @@ class Publisher:
             finally:
                 if inflight:
                     await asyncio.gather(*inflight, return_exceptions=True)
-                await _close_quietly(conn)
+                await close_quietly(conn)
 
     async def _publish(self, exchange: AbstractExchange, slots: asyncio.Semaphore) -> None:
         mid, body, headers = self.ledger.next_message(self.publisher)
@@ -400,7 +400,7 @@ class Consumer:
             except CLIENT_ERRORS as exc:
                 self.stats.errors[type(exc).__name__] += 1
             finally:
-                await _close_quietly(conn)
+                await close_quietly(conn)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self.ledger.delivered(message.body, message.headers, bool(message.redelivered))
@@ -450,7 +450,7 @@ async def drain(ledger: Ledger, target: Target, timeout: float = 60.0) -> int:
         assert await queue.get(no_ack=True, fail=False) is None
         return got
     finally:
-        await _close_quietly(conn)
+        await close_quietly(conn)
 
 
 # ------------------------------------------------------------------------------ broker side
@@ -464,7 +464,7 @@ class Recovery:
     line: str
 
 
-_RECOVERY = re.compile(r"message store: (\w+) stop; (\d+) messages recovered .* in ([\d.]+) s")
+_RECOVERY = re.compile(r"message store: (\w+) stop; (\d+) messages recovered into \d+ queues in ([\d.]+) s")
 
 
 def recoveries(log_text: str) -> list[Recovery]:
@@ -542,6 +542,17 @@ def journal_rewritten(defs_dir: Path) -> Callable[[], bool]:
         if (defs_dir / "journal.log.tmp").exists():
             return True
         return journal.stat().st_ino != before
+
+    return reached
+
+
+def fsync_logged(sync_log: Path) -> Callable[[], bool]:
+    """A crash point: an fsync has just returned (its line is in the log; the confirms it allows
+    may not be sent yet)."""
+    before = sync_log.stat().st_size if sync_log.exists() else 0
+
+    def reached() -> bool:
+        return sync_log.exists() and sync_log.stat().st_size > before
 
     return reached
 

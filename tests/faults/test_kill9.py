@@ -82,7 +82,12 @@ async def run_storm(
             await consumer_task
         await crash()
         if progress:
-            print(f"kill {n + 1}/{kills}: {ledger.report()}", flush=True)
+            r = ledger.report()
+            print(
+                f"kill {n + 1}/{kills}: published={r.published} confirmed={r.confirmed} deliveries={r.deliveries} "
+                f"not yet delivered={len(r.lost)} unexpected={r.unexpected} corrupt={r.corrupt}",
+                flush=True,
+            )
     await asyncio.sleep(rng.uniform(*interval))  # clients go on after the last restart
     stop_publishing.set()
     await asyncio.gather(*tasks)

@@ -8,7 +8,7 @@ data file back to its fsynced size plus a random prefix of the rest (or zeros), 
 fsynced, kills it (SIGKILL) and starts it again at once. Clients reconnect and go on.
 
 Crash points: at a random moment; right after a write and before its fsync (frozen while unsynced
-bytes exist); during a segment roll (64 KiB segments, frozen the instant a segment file appears);
+bytes exist); right after an fsync, before the confirms it allows go out; during a segment roll (64 KiB segments, frozen the instant a segment file appears);
 during a definitions journal compaction (compaction after 6 dead records, frozen the instant the
 ``.tmp`` appears or the journal is renamed). A definitions churner keeps declaring, binding and
 deleting durable queues throughout, so the journal is written (and compacted) at every crash.
@@ -41,9 +41,10 @@ from tests.faults.checker import (
     PowerCut,
     Publisher,
     Target,
-    _close_quietly,
+    close_quietly,
     connect,
     drain,
+    fsync_logged,
     journal_rewritten,
     power_cut,
     recoveries,
@@ -80,7 +81,7 @@ class Churn:
             except CLIENT_ERRORS:
                 pass
             finally:
-                await _close_quietly(conn)
+                await close_quietly(conn)
 
     async def _step(self, channel: aio_pika.abc.AbstractChannel, exchange: aio_pika.abc.AbstractExchange) -> None:
         name = f"churn.{self.n}"
@@ -114,7 +115,7 @@ class Churn:
                 if not channel.is_closed:
                     await channel.close()
         finally:
-            await _close_quietly(conn)
+            await close_quietly(conn)
         return problems
 
 
@@ -177,6 +178,9 @@ class PowerRig:
         elif point == "unsynced":
             await asyncio.sleep(self.rng.uniform(0.2, 0.5))
             await loop.run_in_executor(None, self.crash_unsynced)
+        elif point == "synced":
+            await asyncio.sleep(self.rng.uniform(0.2, 0.5))
+            await loop.run_in_executor(None, self.crash, point, fsync_logged(self.sync_log))
         elif point == "roll":
             await asyncio.sleep(self.rng.uniform(0.1, 0.3))
             reached = segment_count_changed(self.data_dir / "msgs")
@@ -242,7 +246,12 @@ def _run(tmp_path: Path, seed: int, points: list[str]) -> PowerRig:
 
 
 def test_power_cuts_at_random_moments(tmp_path: Path) -> None:
-    _run(tmp_path, run_seed(101), ["random"] * 5)
+    _run(tmp_path, run_seed(101), ["random"] * 4)
+
+
+def test_crash_after_fsync_before_confirm(tmp_path: Path) -> None:
+    rig = _run(tmp_path, run_seed(505), ["synced"] * 4)
+    assert "synced" not in rig.missed
 
 
 def test_crash_after_write_before_fsync(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pika
 import pika.exceptions
@@ -53,6 +53,7 @@ def model_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerPro
 
 class RestartModel(RuleBasedStateMachine):
     broker: BrokerProcess
+    totals: ClassVar[dict[str, int]] = {}  # figures over all examples
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,6 +82,11 @@ class RestartModel(RuleBasedStateMachine):
         self.unacked.clear()
 
     def teardown(self) -> None:
+        totals = RestartModel.totals
+        totals["examples"] = totals.get("examples", 0) + 1
+        totals["messages"] = totals.get("messages", 0) + self.next_id
+        for kind, n in self.restarts.items():
+            totals[kind] = totals.get(kind, 0) + n
         with contextlib.suppress(Exception):
             self.cch.queue_delete(self.queue)
             self.conn.close()
@@ -265,12 +271,16 @@ def test_restart_model(model_broker: BrokerProcess, tmp_path: Path) -> None:
     RestartModel.broker = model_broker
     print("hypothesis: derandomized (fixed seed), no example database")
     RestartModel.TestCase.settings = settings(
-        max_examples=12,
-        stateful_step_count=18,
+        max_examples=30,
+        stateful_step_count=25,
         deadline=None,
         derandomize=True,
         database=None,
         phases=[Phase.explicit, Phase.generate],  # no shrinking: each example restarts a real broker
         suppress_health_check=list(HealthCheck),
     )
+    RestartModel.totals = {}
     RestartModel.TestCase().runTest()
+    totals = RestartModel.totals
+    print(f"restart model: {totals}")
+    assert totals.get("clean", 0) >= 3 and totals.get("dirty", 0) >= 3, f"too few restarts to prove anything: {totals}"
