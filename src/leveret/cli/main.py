@@ -49,6 +49,11 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--frame-max", type=int, help="largest frame the server accepts (131072)")
     p.add_argument("--channel-max", type=int, help="most channels per connection (2047)")
     p.add_argument("--max-message-size", type=int, help="largest message body in bytes (16 MiB)")
+    p.add_argument(
+        "--memory-limit",
+        type=int,
+        help="memory limit in bytes (default 40%% of RAM); above half of it transient messages page out to disk",
+    )
 
 
 def _store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -104,14 +104,18 @@ class Channel:
         return queues
 
     def _enqueue(self, queues: list[Queue], message: Message) -> None:
-        """Store a persistent message once for all its durable queues, then enqueue it everywhere."""
-        if message.persistent and queues:
-            store = self.vhost.store
-            if store is not None:
+        """Store a persistent message once for all its durable queues, then enqueue it everywhere.
+        Under memory pressure a transient message bound for a deep queue is written to the store too
+        (not fsynced, never recovered), so that the queue can page its body out."""
+        store = self.vhost.store
+        if store is not None and queues:
+            if message.persistent:
                 durable = [q for q in queues if q.durable]
                 if durable:
                     store.publish(message, durable)
                     self.last_location = message.location
+            elif store.paging and any(q.message_count() >= q.page_after for q in queues):
+                store.page(message, queues)
         for q in queues:
             q.enqueue(message)
 
@@ -167,7 +171,7 @@ class Channel:
             self.consumer_unacked += 1
             queue.unacked += 1
         elif message.location:
-            _settled_on_delivery(queue, message)
+            queue.release(message)  # no-ack: the queue no longer holds it (at-most-once)
         self.sink.deliver(consumer, tag, redelivered, message)
 
     def get(self, queue_name: str, no_ack: bool) -> tuple[int, Message, bool, int] | None:
@@ -184,7 +188,7 @@ class Channel:
             self.unacked[tag] = Delivery(tag, q, message, seq, None)
             q.unacked += 1
         elif message.location:
-            _settled_on_delivery(q, message)
+            q.release(message)
         return tag, message, redelivered, q.message_count()
 
     # ---------------------------------------------------------------------------- settling
@@ -244,11 +248,8 @@ class Channel:
                 q.requeue(d.seq, message)
                 touched[q] = None
                 continue
-            if message.location and q.durable and q.store is not None:
-                if q.deleted:
-                    q.store.forget(q, message)
-                else:
-                    q.store.ack(q, message)
+            if message.location:
+                q.release(message)
             touched[q] = None
         self._dispatch(touched)
 
@@ -316,9 +317,3 @@ class Channel:
             self.tx = Transaction()
         self.unacked.clear()
         self._settle(deliveries, True)
-
-
-def _settled_on_delivery(queue: Queue, message: Message) -> None:
-    """A no-ack delivery of a stored message: the queue no longer holds it (at-most-once)."""
-    if queue.durable and queue.store is not None:
-        queue.store.ack(queue, message)

@@ -19,6 +19,13 @@ class MessageStore(Protocol):
         """Write the message once for all ``queues`` (buffered); sets ``message.location``."""
         ...
 
+    paging: bool
+    """True while the broker is under memory pressure: transient messages of deep queues page out."""
+
+    def page(self, message: Message, queues: Sequence[Queue]) -> None:
+        """Write a transient message so it can leave memory; one reference per queue, never recovered."""
+        ...
+
     def ack(self, queue: Queue, message: Message) -> None:
         """``queue`` no longer holds ``message`` (acked, dropped, purged); recorded lazily."""
         ...

@@ -121,17 +121,30 @@ class Queue:
         self._release(record=False)
 
     def _release(self, record: bool) -> None:
-        store = self.store
-        if store is not None and self.durable:
-            release = store.ack if record else store.forget
+        if self.store is not None:
             for message in self._ready:
                 if message.location:
-                    release(self, message)
+                    self.release(message, record)
             for _seq, message in self._requeued:
                 if message.location:
-                    release(self, message)
+                    self.release(message, record)
         self._ready.clear()
         self._requeued.clear()
+
+    def release(self, message: Message, record: bool = True) -> None:
+        """This queue no longer holds a stored message (acked, dropped, purged, or the queue went).
+        A persistent message in a durable queue gets an ack record; a transient message that was
+        paged out under memory pressure only gives back its reference (it never survives a restart)."""
+        store = self.store
+        if store is None or not message.location:
+            return
+        if not message.persistent:
+            store.forget(self, message)
+        elif self.durable:
+            if record and not self.deleted:
+                store.ack(self, message)
+            else:
+                store.forget(self, message)
 
     def dispatch(self) -> None:
         """Hand ready messages to consumers with credit, round robin, until one side runs out."""

@@ -26,6 +26,7 @@ class Config:
     flow_high: int = 50_000  # pause a publisher while a queue it feeds holds more ready messages
     flow_low: int = 25_000
     segment_size: int = 64 * 1024 * 1024  # message log segment files roll at this size
+    memory_limit: int = 0  # bytes; 0 = 40% of physical memory. Transient messages page out above half of it
     journal_compact_after: int = 1000  # compact the definitions journal past this many dead records
 
 

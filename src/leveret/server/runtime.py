@@ -20,6 +20,7 @@ from .amqp_door import AMQPConnection
 from .config import Config
 from .definitions import restore_definitions, stop_recording
 from .durability import GroupCommitter
+from .memory import MemoryWatch
 
 log = logging.getLogger("leveret")
 
@@ -33,6 +34,7 @@ class Server:
         self.stopped = asyncio.Event()
         self.store: MessageStore | None = None
         self.committer: GroupCommitter | None = None
+        self.memory: MemoryWatch | None = None
         self.journal: DefinitionsJournal | None = None
         self.exit_code = 0
         self._stop = asyncio.Event()
@@ -61,6 +63,8 @@ class Server:
             self._servers.append(srv)
             bound.append(host)
         log.info("AMQP 0-9-1 listening on %s port %d", ", ".join(bound), self.port)
+        if self.memory is not None:
+            self.memory.start()
         gc.collect()
         gc.freeze()  # the start-up objects never die; keep the collector off them
         # The fsync thread needs the GIL back to report; the default 5 ms switch interval would add
@@ -87,6 +91,7 @@ class Server:
                 q.store = store
         self.store = store
         self.committer = GroupCommitter(store, self._fatal)
+        self.memory = MemoryWatch(store, self.config.memory_limit)
         log.info(
             "message store: %s stop; %d messages recovered into %d queues in %.3f s (%s)",
             "clean" if clean else "UNCLEAN",
@@ -111,6 +116,8 @@ class Server:
         return self.config.amqp_port
 
     async def stop(self) -> None:
+        if self.memory is not None:
+            self.memory.stop()
         for srv in self._servers:
             srv.close()
         for conn in list(self.connections):

@@ -7,6 +7,9 @@ Record payloads (little-endian; the framing, length + CRC32C, is ``records``'s):
   queues it reached. The message's id is its log position.
 - ``ACKS``: ``u8 2 | u32 queue uid | n x u64 position``: that queue no longer holds those messages
   (acked, rejected, purged). Written lazily, in batches, always after the records they refer to.
+- ``PAGED``: as ``PUBLISH`` with type 3 and no queue uids: a transient message written out under
+  memory pressure so its queue can drop the body from RAM. Never fsynced for its own sake, never
+  recovered (recovery skips the type).
 
 Each segment has a live count (queue references to its messages not yet acked); a segment whose
 count drops to zero is released to the log, which deletes it once all earlier segments are gone, so
@@ -26,6 +29,7 @@ from .segments import RecoveryReport, SegmentLog
 
 PUBLISH = 1
 ACKS = 2
+PAGED = 3
 _PUB_HEAD = struct.Struct("<BH")
 _U32 = struct.Struct("<I")
 _ACK_HEAD = struct.Struct("<BI")
@@ -43,10 +47,12 @@ class StoringQueue(Protocol):
     uid: int
 
 
-def encode_publish(uids: Sequence[int], exchange: str, routing_key: str, properties: bytes, body: bytes) -> bytes:
+def encode_publish(
+    uids: Sequence[int], exchange: str, routing_key: str, properties: bytes, body: bytes, kind: int = PUBLISH
+) -> bytes:
     ex = exchange.encode("utf-8", "surrogateescape")
     rk = routing_key.encode("utf-8", "surrogateescape")
-    head = _PUB_HEAD.pack(PUBLISH, len(uids)) + struct.pack(f"<{len(uids)}I", *uids)
+    head = _PUB_HEAD.pack(kind, len(uids)) + struct.pack(f"<{len(uids)}I", *uids)
     return b"".join((head, bytes((len(ex),)), ex, bytes((len(rk),)), rk, _U32.pack(len(properties)), properties, body))
 
 
@@ -58,8 +64,8 @@ def publish_uids(payload: bytes) -> tuple[int, ...]:
 def decode_publish(payload: bytes) -> tuple[list[int], str, str, bytes, bytes]:
     """(queue uids, exchange, routing key, properties, body) of a PUBLISH payload."""
     kind, n = _PUB_HEAD.unpack_from(payload, 0)
-    if kind != PUBLISH:
-        raise ValueError(f"record type {kind} is not PUBLISH")
+    if kind not in (PUBLISH, PAGED):
+        raise ValueError(f"record type {kind} is not PUBLISH or PAGED")
     o = 3
     uids = list(struct.unpack_from(f"<{n}I", payload, o))
     o += 4 * n
@@ -93,6 +99,7 @@ class MessageStore:
         self._pending_acks: dict[int, list[int]] = {}  # queue uid -> positions
         self._empty: set[int] = set()  # segments with nothing live, not yet released to the log
         self.appended = 0  # records appended since start (for the committer: anything new?)
+        self.paging = False  # set by the broker's memory monitor: transient messages page out
 
     # ---------------------------------------------------------------------------- recovery
 
@@ -133,6 +140,17 @@ class MessageStore:
         payload = encode_publish(
             [q.uid for q in queues], message.exchange, message.routing_key, message.properties, message.body
         )
+        position = self.log.append(payload)
+        message.location = position
+        seg = position >> 32
+        self._live[seg] = self._live.get(seg, 0) + len(queues)
+        if self._empty:
+            self._empty.discard(seg)
+        self.appended += 1
+
+    def page(self, message: StoredMessage, queues: Sequence[StoringQueue]) -> None:
+        assert message.body is not None
+        payload = encode_publish([], message.exchange, message.routing_key, message.properties, message.body, PAGED)
         position = self.log.append(payload)
         message.location = position
         seg = position >> 32
