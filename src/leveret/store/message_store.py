@@ -30,6 +30,7 @@ from .segments import RecoveryReport, SegmentLog
 PUBLISH = 1
 ACKS = 2
 PAGED = 3
+ROLL_WHEN_DRAINED = 1024 * 1024  # a drained log starts a new segment once the current one is this big
 _PUB_HEAD = struct.Struct("<BH")
 _U32 = struct.Struct("<I")
 _ACK_HEAD = struct.Struct("<BI")
@@ -206,6 +207,8 @@ class MessageStore:
             return
         self._live.pop(seg, None)
         self._empty.add(seg)
+        if not self._live and self.log.current_size > ROLL_WHEN_DRAINED:
+            self.log.roll_soon()  # nothing live anywhere: let the current segment go too
         self._release_empty()
 
     def _release_empty(self) -> None:

@@ -374,6 +374,18 @@ class SegmentLog:
         """The segment ``append`` writes into (it cannot be released)."""
         return self._seg
 
+    @property
+    def current_size(self) -> int:
+        """Bytes appended to the current segment so far (header included)."""
+        return self._off
+
+    def roll_soon(self) -> None:
+        """Make the next ``append`` start a new segment, so the current one can be released and
+        deleted (used when nothing in the log is live any more: disk use goes back near zero)."""
+        if self._off > FILE_HEADER_SIZE:
+            self._seg += 1
+            self._off = FILE_HEADER_SIZE
+
     def segments(self) -> list[int]:
         """Numbers of the segments not yet deleted (or forgotten, if quarantined), ascending."""
         return list(self._segments)
