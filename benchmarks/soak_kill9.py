@@ -6,7 +6,8 @@ tests/faults/test_kill9.py, whose ``run_storm`` this drives.
 
 Publishers with confirms (persistent, durable queue behind a durable exchange) and an acking
 consumer run while the broker is SIGKILLed every ``--interval`` seconds (jittered) and restarted at
-once; halfway through the consumer stops so a backlog must survive the remaining kills; then a last
+once; the consumer runs for ``--consumer-phase`` kills, pauses for as many, and so on, so a backlog
+must survive kills and acks are recorded too; then a last
 kill, a quiet drain and the shared checker. Prints the figures; exits 1 if lost, unexpected or
 corrupt is not 0, or the broker logged damage.
 """
@@ -33,6 +34,7 @@ def main() -> int:
     p.add_argument("--interval", type=float, nargs=2, default=(1.0, 2.0), help="seconds between kills (1 2)")
     p.add_argument("--publishers", type=int, default=3)
     p.add_argument("--window", type=int, default=32, help="unconfirmed publishes per publisher (32)")
+    p.add_argument("--consumer-phase", type=int, default=5, help="kills with the consumer on, then off, ... (5)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: LEVERET_FAULT_SEED or 1)")
     p.add_argument("--data-dir", type=Path, default=None, help="broker data dir (default: a new temp dir)")
     args = p.parse_args()
@@ -52,6 +54,7 @@ def main() -> int:
                 interval=tuple(args.interval),
                 publishers=args.publishers,
                 window=args.window,
+                consumer_phase=args.consumer_phase,
                 progress=True,
             )
         )

@@ -14,7 +14,9 @@ what is left. Then (``Ledger.report()``):
 - lost = confirmed but never delivered: must be 0;
 - unexpected = delivered but never published: must be 0;
 - corrupt = checksum or content mismatch: must be 0;
-- duplicates and recovered-indeterminate are figures, not failures.
+- duplicates and recovered-indeterminate are figures, not failures;
+- and (promise 4) a message delivered again must come with redelivered=True, as must everything
+  the drain reads after a kill.
 
 The rest of the module is the machinery the fault tests share: aio-pika publishers and consumers
 that reconnect after a crash, the drain, a power-cut simulation over the broker's data directory
@@ -45,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractIncomingMessage
 from aiormq.exceptions import DeliveryError, PublishError
 
 # A crash makes aiormq log every reset connection and refused reconnect at ERROR: expected here.
@@ -99,6 +101,7 @@ class Report:
     duplicates: int  # deliveries beyond the first of each message
     recovered_indeterminate: int  # indeterminate sends that were delivered after all
     redelivered_first: int  # first deliveries flagged redelivered (expected after a crash)
+    unflagged_repeats: int  # a message delivered again with redelivered=False: breaks promise 4
     examples: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -106,7 +109,8 @@ class Report:
             f"seed={self.seed} published={self.published} confirmed={self.confirmed} nacked={self.nacked} "
             f"returned={self.returned} indeterminate={self.indeterminate} deliveries={self.deliveries} "
             f"lost={len(self.lost)} unexpected={self.unexpected} corrupt={self.corrupt} "
-            f"duplicates={self.duplicates} recovered_indeterminate={self.recovered_indeterminate}"
+            f"duplicates={self.duplicates} recovered_indeterminate={self.recovered_indeterminate} "
+            f"redelivered_first={self.redelivered_first}"
         )
 
     def assert_ok(self, returned_allowed: bool = False) -> None:
@@ -120,6 +124,8 @@ class Report:
             problems.append(f"{self.corrupt} corrupt deliveries")
         if self.returned and not returned_allowed:
             problems.append(f"{self.returned} messages returned unroutable (bindings lost?)")
+        if self.unflagged_repeats:
+            problems.append(f"{self.unflagged_repeats} repeat deliveries with redelivered=False")
         if self.published and not self.confirmed:
             problems.append("nothing was confirmed: the test proved nothing")
         assert not problems, f"{self}\n" + "\n".join(problems + self.examples[:10])
@@ -135,6 +141,7 @@ class Ledger:
         self.outcomes: dict[MessageId, Outcome] = {}
         self.deliveries: Counter[MessageId] = Counter()
         self.redelivered_first = 0
+        self.unflagged_repeats = 0
         self.unexpected = 0
         self.corrupt = 0
         self.examples: list[str] = []
@@ -182,6 +189,10 @@ class Ledger:
             return None
         if not self.deliveries[mid] and redelivered:
             self.redelivered_first += 1
+        if self.deliveries[mid] and not redelivered:
+            self.unflagged_repeats += 1
+            if len(self.examples) < 50:
+                self.examples.append(f"{mid}: delivered again with redelivered=False")
         self.deliveries[mid] += 1
         return mid
 
@@ -227,6 +238,7 @@ class Ledger:
                 1 for mid, o in outcomes.items() if o is Outcome.INDETERMINATE and self.deliveries[mid]
             ),
             redelivered_first=self.redelivered_first,
+            unflagged_repeats=self.unflagged_repeats,
             examples=list(self.examples),
         )
 
@@ -276,7 +288,7 @@ class Target:
         return await channel.get_exchange(self.exchange, ensure=False)
 
 
-async def connect(url: str, stop: asyncio.Event | None = None, timeout: float = 60.0) -> AbstractRobustConnection:
+async def connect(url: str, stop: asyncio.Event | None = None, timeout: float = 60.0) -> AbstractConnection:
     """Connect, retrying while the broker restarts (no event tells when it listens again)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -288,13 +300,13 @@ async def connect(url: str, stop: asyncio.Event | None = None, timeout: float = 
             await asyncio.sleep(0.02)
 
 
-async def close_quietly(conn: AbstractRobustConnection | None) -> None:
+async def close_quietly(conn: AbstractConnection | None) -> None:
     if conn is not None and not conn.is_closed:
         with contextlib.suppress(*CLIENT_ERRORS):
             await asyncio.wait_for(conn.close(), 5)
 
 
-def _closed_event(conn: AbstractRobustConnection) -> asyncio.Event:
+def _closed_event(conn: AbstractConnection) -> asyncio.Event:
     closed = asyncio.Event()
     conn.close_callbacks.add(lambda *_: closed.set())
     return closed
@@ -345,6 +357,7 @@ class Publisher:
                     await slots.acquire()
                     if conn.is_closed or channel.is_closed:
                         break
+                    self.sent += 1
                     task = asyncio.create_task(self._publish(exchange, slots))
                     inflight.add(task)
                     task.add_done_callback(inflight.discard)
@@ -357,7 +370,6 @@ class Publisher:
 
     async def _publish(self, exchange: AbstractExchange, slots: asyncio.Semaphore) -> None:
         mid, body, headers = self.ledger.next_message(self.publisher)
-        self.sent += 1
         message = aio_pika.Message(body, headers=headers, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         try:
             await exchange.publish(message, self.target.routing_key, mandatory=True)
@@ -418,9 +430,11 @@ async def _first(*aws: Any) -> None:
             t.cancel()
 
 
-async def drain(ledger: Ledger, target: Target, timeout: float = 60.0) -> int:
+async def drain(ledger: Ledger, target: Target, timeout: float = 60.0, after_crash: bool = True) -> int:
     """The quiet drain: read every message left in the queue (nothing else may be connected);
-    returns how many. Fails if the queue does not end up empty."""
+    returns how many. Fails if the queue does not end up empty, or, ``after_crash`` (the broker
+    was killed since anything was last delivered), if a message comes with redelivered=False:
+    after an unclean restart every recovered message is redelivered (promise 4)."""
     conn = await connect(target.url)
     try:
         channel = await conn.channel(publisher_confirms=False)
@@ -429,11 +443,14 @@ async def drain(ledger: Ledger, target: Target, timeout: float = 60.0) -> int:
         assert queue.declaration_result is not None
         expected = queue.declaration_result.message_count
         got = 0
+        unflagged: list[MessageId | None] = []
         done = asyncio.Event()
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             nonlocal got
-            ledger.delivered(message.body, message.headers, bool(message.redelivered))
+            mid = ledger.delivered(message.body, message.headers, bool(message.redelivered))
+            if after_crash and not message.redelivered:
+                unflagged.append(mid)
             got += 1
             if got >= expected:
                 done.set()
@@ -448,6 +465,7 @@ async def drain(ledger: Ledger, target: Target, timeout: float = 60.0) -> int:
         assert left.declaration_result is not None
         assert left.declaration_result.message_count == 0, "the queue still holds messages after the drain"
         assert await queue.get(no_ack=True, fail=False) is None
+        assert not unflagged, f"recovered after a crash but redelivered=False: {unflagged[:10]} ({len(unflagged)})"
         return got
     finally:
         await close_quietly(conn)

@@ -51,20 +51,24 @@ async def run_storm(
     interval: tuple[float, float] = (1.0, 2.0),
     publishers: int = 3,
     window: int = 32,
+    consumer_phase: int = 0,
     progress: bool = False,
 ) -> StormResult:
     """Publish and consume on ``broker`` while killing it ``kills`` times; then stop the clients,
-    kill it once more (so what was left is read back from disk), drain and report."""
+    kill it once more (so what was left is read back from disk), drain and report. The consumer
+    runs for ``consumer_phase`` kills, pauses for as many, and so on (default: the first half), so
+    a backlog has to survive kills, read back from disk each time, and acks are recorded too."""
     started = time.monotonic()
     rng = random.Random(seed)
     ledger = Ledger(seed)
     target = Target(broker.url, queue="storm.q", exchange="storm.x")
     await target.declare()
-    stop_publishing, stop_consuming = asyncio.Event(), asyncio.Event()
+    phase = consumer_phase or max(1, (kills + 1) // 2)
+    stop_publishing = asyncio.Event()
     pubs = [Publisher(ledger, n, target, stop_publishing, window) for n in range(publishers)]
-    consumer = Consumer(ledger, target, stop_consuming)
     tasks = [asyncio.create_task(p.run()) for p in pubs]
-    consumer_task = asyncio.create_task(consumer.run())
+    consumers: list[Consumer] = []
+    consuming: tuple[asyncio.Event, asyncio.Task[None]] | None = None
     loop = asyncio.get_running_loop()
     result_restarts = []
 
@@ -73,13 +77,20 @@ async def run_storm(
         await loop.run_in_executor(None, lambda: broker.restart(kill=True))
         result_restarts.append(time.monotonic() - t0)
 
+    async def consume(on: bool) -> None:
+        nonlocal consuming
+        if on and consuming is None:
+            stop = asyncio.Event()
+            consumers.append(Consumer(ledger, target, stop))
+            consuming = stop, asyncio.create_task(consumers[-1].run())
+        elif not on and consuming is not None:
+            consuming[0].set()
+            await consuming[1]  # what it held unacked goes back to the queue
+            consuming = None
+
     for n in range(kills):
+        await consume((n // phase) % 2 == 0)
         await asyncio.sleep(rng.uniform(*interval))  # the jittered gap between kills is the test's input
-        if n == (kills + 1) // 2:
-            # From here on nobody consumes: the backlog must survive the remaining kills, read back
-            # from disk each time (and what the consumer held unacked is recovered too).
-            stop_consuming.set()
-            await consumer_task
         await crash()
         if progress:
             r = ledger.report()
@@ -91,8 +102,7 @@ async def run_storm(
     await asyncio.sleep(rng.uniform(*interval))  # clients go on after the last restart
     stop_publishing.set()
     await asyncio.gather(*tasks)
-    stop_consuming.set()
-    await consumer_task
+    await consume(False)
     await crash()  # the last kill: everything not yet consumed comes back from disk only
     drained = await drain(ledger, target)
     return StormResult(
@@ -101,7 +111,7 @@ async def run_storm(
         drained,
         time.monotonic() - started,
         result_restarts,
-        consumer.received,
+        sum(c.received for c in consumers),
     )
 
 

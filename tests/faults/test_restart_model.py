@@ -20,7 +20,8 @@ After a restart the test takes an inventory (basic.get of everything, checking o
 recovered message is redelivered, then one nack-multiple-requeue puts them all back), so the model
 is exact again.
 
-Hypothesis runs derandomized (a fixed seed derived from the test), without an example database.
+Hypothesis runs derandomized (a fixed seed derived from the test), without an example database;
+``LEVERET_FAULT_SEED=<n>`` runs seed n instead (printed on failure: replay with it).
 """
 
 from __future__ import annotations
@@ -29,17 +30,17 @@ import bisect
 import contextlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pika
 import pika.exceptions
 import pytest
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from tests.conftest import BrokerProcess
+from tests.faults.checker import SEED_ENV
 
 MIN_STEPS_BETWEEN_RESTARTS = 3
 
@@ -267,14 +268,21 @@ class RestartModel(RuleBasedStateMachine):
         assert count == len(self.ready), f"broker holds {count} ready messages, the model {len(self.ready)}"
 
 
-def test_restart_model(model_broker: BrokerProcess, tmp_path: Path) -> None:
+def test_restart_model(model_broker: BrokerProcess) -> None:
+    """``LEVERET_FAULT_SEED`` replays (or explores) another seed; ``LEVERET_MODEL_EXAMPLES`` runs more
+    examples (default 30, about 10 s)."""
     RestartModel.broker = model_broker
-    print("hypothesis: derandomized (fixed seed), no example database")
+    replay = os.environ.get(SEED_ENV)
+    if replay is not None:
+        seed(int(replay))(RestartModel)
+        print(f"hypothesis seed: {replay}")
+    else:
+        print(f"hypothesis: derandomized (its fixed seed); set {SEED_ENV} to try another")
     RestartModel.TestCase.settings = settings(
-        max_examples=30,
+        max_examples=int(os.environ.get("LEVERET_MODEL_EXAMPLES", "30")),
         stateful_step_count=25,
         deadline=None,
-        derandomize=True,
+        derandomize=replay is None,
         database=None,
         phases=[Phase.explicit, Phase.generate],  # no shrinking: each example restarts a real broker
         suppress_health_check=list(HealthCheck),

@@ -296,11 +296,7 @@ class VirtualHost:
             return 0
         q.deleted = True
         count = q.message_count()
-        q.drop_all()
         self.queues.pop(q.name, None)
-        for consumer in list(q.consumers):
-            consumer.channel.cancelled_by_broker(consumer)
-        q.consumers.clear()
         bindings = list(q.bindings.values())
         for binding in bindings:
             self._drop_binding(binding, auto_delete=False)
@@ -308,7 +304,14 @@ class VirtualHost:
             q.exclusive_owner.exclusive_queues.pop(q.name, None)
         self._routes.clear()
         if q.durable:  # auto-delete and exclusive-owner deletions come through here too
-            self.definitions.record(defs.delete_queue(self.name, q))  # once applied (see _drop_binding)
+            # Once gone from the definitions (see _drop_binding), and before its messages are
+            # released: the store may delete their segments at once, and a crash must not leave
+            # the queue on disk without the messages it was confirmed to hold.
+            self.definitions.record(defs.delete_queue(self.name, q))
+        q.drop_all()
+        for consumer in list(q.consumers):
+            consumer.channel.cancelled_by_broker(consumer)
+        q.consumers.clear()
         for binding in bindings:
             self._auto_delete(binding.source)
         return count
