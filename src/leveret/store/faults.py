@@ -13,15 +13,20 @@ compaction fsyncs ``journal.log.tmp`` and then renames it). A test that kills th
 cut each file back to its last fsynced size (plus a torn prefix of the rest), which is what a
 power cut leaves, since ``kill -9`` alone lets the kernel write the page cache out.
 
-When the variable is unset, ``fsync`` *is* ``os.fsync``: the hook costs nothing.
+With ``LEVERET_FAULT_FAIL_FSYNC_AFTER=N`` every fsync after the first N fails with EIO, to test that
+the broker confirms nothing a failed fsync covered and stops.
+
+When neither variable is set, ``fsync`` *is* ``os.fsync``: the hook costs nothing.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 
 SYNC_LOG_ENV = "LEVERET_FAULT_SYNC_LOG"
+FAIL_AFTER_ENV = "LEVERET_FAULT_FAIL_FSYNC_AFTER"
 
 
 def _recording_fsync(log_path: str) -> Callable[[int], None]:
@@ -40,9 +45,24 @@ def _recording_fsync(log_path: str) -> Callable[[int], None]:
     return fsync
 
 
+def _failing_fsync(after: int, inner: Callable[[int], None]) -> Callable[[int], None]:
+    """Fail every fsync after the first ``after`` ones with EIO (a dying disk)."""
+    done = [0]
+
+    def fsync(fd: int) -> None:
+        if done[0] >= after:
+            raise OSError(errno.EIO, "injected fsync failure (LEVERET_FAULT_FAIL_FSYNC_AFTER)")
+        done[0] += 1
+        inner(fd)
+
+    return fsync
+
+
 def _fsync_helper() -> Callable[[int], None]:
     log_path = os.environ.get(SYNC_LOG_ENV)
-    return _recording_fsync(log_path) if log_path else os.fsync
+    helper = _recording_fsync(log_path) if log_path else os.fsync
+    fail_after = os.environ.get(FAIL_AFTER_ENV)
+    return _failing_fsync(int(fail_after), helper) if fail_after else helper
 
 
 fsync: Callable[[int], None] = _fsync_helper()
