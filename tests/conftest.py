@@ -33,10 +33,14 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeou
 
 
 class BrokerProcess:
-    """A ``leveret serve`` subprocess; ``url`` is its AMQP URL."""
+    """A ``leveret serve`` subprocess; ``url`` is its AMQP URL. Its ZeroMQ door is off unless ``zmq``
+    (then on free ports: ``zmq_publish_port``, ``zmq_subscribe_port``, ``zmq_push_port``)."""
 
-    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None, zmq: bool = False) -> None:
         self.port = free_port()
+        self.zmq_publish_port, self.zmq_subscribe_port, self.zmq_push_port = (
+            (free_port(), free_port(), free_port()) if zmq else (0, 0, 0)
+        )
         self.data_dir = data_dir
         self.log_path = data_dir / "broker.log"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +58,12 @@ class BrokerProcess:
                 str(self.port),
                 "--data-dir",
                 str(data_dir),
+                "--zmq-publish-port",
+                str(self.zmq_publish_port),
+                "--zmq-subscribe-port",
+                str(self.zmq_subscribe_port),
+                "--zmq-push-port",
+                str(self.zmq_push_port),
                 *extra,
             ],
             stdout=self._log,

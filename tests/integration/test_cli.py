@@ -29,7 +29,7 @@ def test_help_names_every_flag_and_says_which_doors_wait() -> None:
     ):
         assert flag in flat
     assert "ignored until the management door exists" in flat
-    assert "ignored until the event-bus door exists" in flat
+    assert "XSUB for zmq.PUB publishers (5555; 0 = off)" in flat
 
 
 def test_env_vars_configure_and_sigterm_stops_cleanly(tmp_path: Path) -> None:

@@ -42,8 +42,9 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         p.add_argument(
             f"--zmq-{name}-port",
             type=int,
-            help=f"ZeroMQ {what} ({port}); accepted and ignored until the event-bus door exists",
+            help=f"ZeroMQ {what} ({port}; 0 = off)",
         )
+    p.add_argument("--zmq-exchange", help="AMQP topic exchange the ZeroMQ door publishes into (leveret.events)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (INFO)")
     p.add_argument("--heartbeat", type=int, help="heartbeat interval the server proposes, seconds (60; 0 = off)")
     p.add_argument("--frame-max", type=int, help="largest frame the server accepts (131072)")

@@ -13,9 +13,10 @@ class Config:
     amqp_port: int = 5672
     data_dir: str = "./data"
     http_port: int = 15672  # management door: arrives with the management issue
-    zmq_publish_port: int = 5555  # ZeroMQ door: arrives with the event-bus issue
+    zmq_publish_port: int = 5555  # ZeroMQ door (server.zmq_door); a port of 0 turns that socket off
     zmq_subscribe_port: int = 5556
     zmq_push_port: int = 5557
+    zmq_exchange: str = "leveret.events"  # the durable topic exchange ZeroMQ messages are published into
     log_level: str = "INFO"
     frame_max: int = 131072
     channel_max: int = 2047

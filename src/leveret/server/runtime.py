@@ -21,6 +21,7 @@ from .config import Config
 from .definitions import restore_definitions, stop_recording
 from .durability import GroupCommitter
 from .memory import MemoryWatch
+from .zmq_door import ZmqDoor
 
 log = logging.getLogger("leveret")
 
@@ -36,6 +37,7 @@ class Server:
         self.committer: GroupCommitter | None = None
         self.memory: MemoryWatch | None = None
         self.journal: DefinitionsJournal | None = None
+        self.zmq: ZmqDoor | None = None
         self.exit_code = 0
         self._stop = asyncio.Event()
 
@@ -63,6 +65,8 @@ class Server:
             self._servers.append(srv)
             bound.append(host)
         log.info("AMQP 0-9-1 listening on %s port %d", ", ".join(bound), self.port)
+        self.zmq = ZmqDoor(self.broker, cfg, self.committer)
+        self.zmq.start()
         if self.memory is not None:
             self.memory.start()
         gc.collect()
@@ -118,6 +122,8 @@ class Server:
     async def stop(self) -> None:
         if self.memory is not None:
             self.memory.stop()
+        if self.zmq is not None:
+            self.zmq.stop()
         for srv in self._servers:
             srv.close()
         for conn in list(self.connections):
