@@ -15,8 +15,9 @@ ALLOWED = {
     "amqp": set(),
     "core": set(),
     "store": set(),
+    "events": set(),
     "server": {"amqp", "core", "store"},
-    "cli": {"server", "amqp", "core", "store"},
+    "cli": {"server", "amqp", "core", "store", "events"},
     "testing": {"cli", "server"},
 }
 # modules the sans-I/O and synchronous layers must never import

@@ -70,6 +70,19 @@ def _store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.add_argument("--data-dir", default=os.environ.get("LEVERET_DATA_DIR", "./data"), help="(./data)")
 
 
+def _events_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("events", help="run event handlers (leveret.events)")
+    actions = p.add_subparsers(dest="action", required=True)
+    run = actions.add_parser(
+        "run",
+        help="run the handlers of an EventBus until SIGINT/SIGTERM",
+        description="Import module:bus (an leveret.events.EventBus), run its handlers until SIGINT or "
+        "SIGTERM, then stop consuming, let in-flight handlers finish and exit.",
+    )
+    run.add_argument("bus", help="module:attribute of the EventBus, e.g. myapp.events:bus")
+    run.add_argument("--url", help="AMQP URL (default: the URL the bus was created with)")
+
+
 def _store(args: argparse.Namespace) -> int:
     from leveret.store.check import check_data_dir
 
@@ -89,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _store_parser(sub)
+    _events_parser(sub)
     from leveret.cli import bench
 
     bench.add_parser(sub)
@@ -110,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return bench.run(args)
     if args.command == "store":
         return _store(args)
+    if args.command == "events":
+        from leveret.events.runner import run
+
+        return run(args.bus, args.url)
     parser.print_help()
     return 2
 
