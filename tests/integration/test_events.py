@@ -267,3 +267,69 @@ async def test_broker_restart_during_backoff_loses_nothing(fresh_broker: BrokerP
     assert attempts == [0, 0]
     assert await queue_depth(fresh_broker.url, "billing") == 0
     assert await queue_depth(fresh_broker.url, "billing.dlq") == 0
+
+
+def test_handled_rate_is_h_of_t_over_a_sliding_window() -> None:
+    from leveret.events import GroupMetrics
+
+    metrics = GroupMetrics()
+    for i in range(50):
+        metrics.note_handled(now=100.0 + i * 0.1)  # 50 events over 5 s
+    assert metrics.handled == 50
+    assert metrics.handled_rate(window=10.0, now=105.0) == 5.0
+    assert metrics.handled_rate(window=10.0, now=200.0) == 0.0
+
+
+async def test_two_worker_processes_share_one_group(leveret_url: str, leveret_prefix: str, tmp_path: Path) -> None:
+    exchange, group = leveret_prefix + "events", leveret_prefix + "work"
+    out = tmp_path / "handled.txt"
+    (tmp_path / "twomod.py").write_text(
+        textwrap.dedent(f"""
+        import os, time
+        from leveret.events import EventBus
+
+        bus = EventBus("amqp://guest:guest@127.0.0.1:1/", exchange={exchange!r})
+
+        @bus.handler("job.*", group={group!r}, prefetch=1)
+        def handle(event):
+            time.sleep(0.02)  # long enough that the other worker gets its share
+            with open({str(out)!r}, "a") as f:
+                f.write(f"{{os.getpid()}} {{event.payload['n']}}\\n")
+        """)
+    )
+    procs, logs = [], []
+    try:
+        for i in range(2):
+            log_path = tmp_path / f"worker{i}.log"
+            logs.append(log_path)
+            with open(log_path, "wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "leveret", "events", "run", "twomod:bus", "--url", leveret_url],
+                        cwd=tmp_path,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                    )
+                )
+        for p, log_path in zip(procs, logs, strict=True):
+            await wait_until(lambda lp=log_path, pr=p: "ready" in lp.read_text() or pr.poll() is not None, timeout=15)
+            assert p.poll() is None, log_path.read_text()
+        async with EventBus(leveret_url, exchange=exchange) as publisher:
+            for n in range(40):
+                await publisher.publish("job.created", {"n": n})
+        await wait_until(lambda: out.exists() and len(out.read_text().splitlines()) == 40, timeout=20)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    lines = [line.split() for line in out.read_text().splitlines()]
+    assert sorted(int(n) for _, n in lines) == list(range(40))  # every event exactly once
+    by_pid = {pid for pid, _ in lines}
+    assert len(by_pid) == 2, "both worker processes handled events"

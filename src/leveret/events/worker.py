@@ -15,6 +15,8 @@ import asyncio
 import inspect
 import json
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +45,9 @@ class Event:
 Handler = Callable[[Event], Any]
 
 
+RATE_HISTORY = 600  # seconds of per-second handled counts kept for h(t)
+
+
 @dataclass
 class GroupMetrics:
     """Counters of one consumer group in this process (``failed`` counts handler exceptions)."""
@@ -52,6 +57,24 @@ class GroupMetrics:
     retried: int = 0
     dead_lettered: int = 0
     in_flight: int = 0
+    _per_second: deque[list[int]] = field(default_factory=deque, repr=False, compare=False)
+
+    def note_handled(self, now: float | None = None) -> None:
+        self.handled += 1
+        second = int(time.monotonic() if now is None else now)
+        buckets = self._per_second
+        if buckets and buckets[-1][0] == second:
+            buckets[-1][1] += 1
+            return
+        buckets.append([second, 1])
+        while len(buckets) > RATE_HISTORY:
+            buckets.popleft()
+
+    def handled_rate(self, window: float = 10.0, now: float | None = None) -> float:
+        """h(t) of the flow model: events handled per second over the last ``window`` seconds."""
+        current = time.monotonic() if now is None else now
+        since = current - window
+        return sum(count for second, count in self._per_second if second >= since) / window
 
 
 @dataclass(frozen=True)
@@ -133,7 +156,7 @@ class GroupWorker:
             await self._after_failure(message, headers, name, retry_count, exc)
             return
         self.metrics.in_flight -= 1
-        self.metrics.handled += 1
+        self.metrics.note_handled()
         await _ack(message)
 
     async def _call(self, event: Event) -> None:
