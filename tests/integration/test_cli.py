@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pika
 
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import BrokerProcess, free_port, wait_for_port
 
 
 def test_help_names_every_flag_and_says_which_doors_wait() -> None:
@@ -40,6 +40,10 @@ def test_env_vars_configure_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
         LEVERET_HOST="127.0.0.1",
         LEVERET_DATA_DIR=str(tmp_path / "d"),
         LEVERET_LOG_LEVEL="DEBUG",
+        # the ZeroMQ door off: its default ports may be taken by a broker running beside the tests
+        LEVERET_ZMQ_PUBLISH_PORT="0",
+        LEVERET_ZMQ_SUBSCRIBE_PORT="0",
+        LEVERET_ZMQ_PUSH_PORT="0",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "leveret", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -75,37 +79,15 @@ def test_env_vars_configure_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
 
 
 def test_sigint_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "leveret",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--amqp-port",
-            str(port),
-            "--data-dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    node = BrokerProcess(tmp_path / "b")
     try:
-        wait_for_port(port, proc)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(10) == 0
+        node.proc.send_signal(signal.SIGINT)
+        assert node.proc.wait(10) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        node.stop()
 
 
-def test_server_heartbeats_keep_an_idle_client_alive(fresh_broker: object) -> None:
-    from tests.conftest import BrokerProcess
-
-    assert isinstance(fresh_broker, BrokerProcess)
+def test_server_heartbeats_keep_an_idle_client_alive(fresh_broker: BrokerProcess) -> None:
     params = pika.ConnectionParameters("127.0.0.1", fresh_broker.port, heartbeat=1)
     conn = pika.BlockingConnection(params)
     ch = conn.channel()
@@ -139,25 +121,10 @@ def test_flags_beat_env_which_beats_the_toml_file(tmp_path: Path) -> None:
 
 
 def test_shutdown_tells_clients_connection_forced(tmp_path: Path) -> None:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "leveret",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--amqp-port",
-            str(port),
-            "--data-dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    node = BrokerProcess(tmp_path / "b")
+    proc = node.proc
+    port = node.port
     try:
-        wait_for_port(port, proc)
         conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
         proc.send_signal(signal.SIGTERM)
         import pytest
@@ -168,6 +135,4 @@ def test_shutdown_tells_clients_connection_forced(tmp_path: Path) -> None:
         assert info.value.reply_code == 320
         assert proc.wait(10) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        node.stop()
