@@ -17,8 +17,6 @@ from .topic import TopicTrie
 if TYPE_CHECKING:
     pass
 
-Destination = "Queue | Exchange"
-
 
 def freeze(value: Any) -> Hashable:
     """A hashable, order-insensitive form of a field-table value (for binding identity)."""

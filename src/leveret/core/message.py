@@ -53,11 +53,6 @@ class Message:
         self.location = 0  # position in the message store; 0 = not stored
         self.recovered = False  # restored from disk after a restart: delivered as redelivered
 
-    @property
-    def paged_out(self) -> bool:
-        """Properties and body are on disk only (the store's ``load`` brings them back)."""
-        return self.body is None
-
     def page_out(self) -> None:
         """Drop properties and body from memory; only stored messages may do this."""
         assert self.location

@@ -125,6 +125,7 @@ class AMQPConnection(asyncio.Protocol):
         self._confirms: dict[AMQPChannel, None] = {}
         self._received = True
         self._sent = True
+        self._missed = 0  # heartbeat ticks (half intervals) without input
         self._timers: list[asyncio.TimerHandle] = []
         self._reading_paused = False
         self._flow_queues: dict[Queue, int] = {}  # queue -> its delivered count at the last check
@@ -437,7 +438,7 @@ class AMQPConnection(asyncio.Protocol):
         self._sent = False
         # Not reading (flow control) is not the peer's silence: RabbitMQ pauses its heartbeat monitor
         # while credit flow blocks the reader.
-        self._missed = 0 if self._received or self._reading_paused else getattr(self, "_missed", 0) + 1
+        self._missed = 0 if self._received or self._reading_paused else self._missed + 1
         self._received = False
         if self._missed >= 4:  # two heartbeat intervals (ticks are half an interval)
             log.info("missed heartbeats from %s, closing", self.peer)

@@ -137,25 +137,19 @@ class MessageStore:
     # ------------------------------------------------------------------------ the core port
 
     def publish(self, message: StoredMessage, queues: Sequence[StoringQueue]) -> None:
-        assert message.body is not None
-        payload = encode_publish(
-            [q.uid for q in queues], message.exchange, message.routing_key, message.properties, message.body
-        )
-        position = self.log.append(payload)
-        message.location = position
-        seg = position >> 32
-        self._live[seg] = self._live.get(seg, 0) + len(queues)
-        if self._empty:
-            self._empty.discard(seg)
-        self.appended += 1
+        self._append(message, [q.uid for q in queues], len(queues), PUBLISH)
 
     def page(self, message: StoredMessage, queues: Sequence[StoringQueue]) -> None:
+        self._append(message, [], len(queues), PAGED)
+
+    def _append(self, message: StoredMessage, uids: list[int], references: int, kind: int) -> None:
+        """Write the message's record; ``references`` queues now hold it (the segment's live count)."""
         assert message.body is not None
-        payload = encode_publish([], message.exchange, message.routing_key, message.properties, message.body, PAGED)
+        payload = encode_publish(uids, message.exchange, message.routing_key, message.properties, message.body, kind)
         position = self.log.append(payload)
         message.location = position
         seg = position >> 32
-        self._live[seg] = self._live.get(seg, 0) + len(queues)
+        self._live[seg] = self._live.get(seg, 0) + references
         if self._empty:
             self._empty.discard(seg)
         self.appended += 1

@@ -78,10 +78,6 @@ def position(segment: int, offset: int) -> int:
     return segment << 32 | offset
 
 
-def segment_of(pos: int) -> int:
-    return pos >> 32
-
-
 def list_segments(directory: str) -> list[tuple[int, str]]:
     """(number, path) of the segment files in ``directory``, in log order; other names are ignored."""
     try:
