@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA_DIR ?= ./data
 
-.PHONY: serve test venv dev lint typecheck clean bench
+.PHONY: serve test venv dev lint typecheck clean bench system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,17 @@ typecheck: dev
 
 test: dev
 	$(BIN)/python -m pytest
+
+# What the tests need from Debian beyond the venv: Chromium for the web-UI test (driven by Playwright,
+# which cannot download its own browser here) and rabbitmq-server for its rabbitmqadmin tool.
+# Run as root (CI: .ci/run); a developer without them gets those tests skipped with a message.
+system-deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v rabbitmqadmin >/dev/null || missing="$$missing rabbitmq-server"; \
+	if [ -n "$$missing" ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 bench: dev
 	$(BIN)/leveret bench --help

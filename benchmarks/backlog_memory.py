@@ -83,7 +83,7 @@ class Broker:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "leveret", "serve", "--host", "127.0.0.1", "--amqp-port", str(self.port),
-                 "--data-dir", self.data_dir, "--log-level", "INFO"],
+                 "--data-dir", self.data_dir, "--log-level", "INFO", "--http-port", "0"],
                 stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         while not answers(self.port):

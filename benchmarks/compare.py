@@ -150,7 +150,7 @@ def start_leveret(data_dir: str) -> tuple[subprocess.Popen[bytes], int]:
     log = open(Path(data_dir) / "broker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "leveret", "serve", "--host", "127.0.0.1", "--amqp-port", str(port),
-         "--data-dir", data_dir, "--log-level", "WARNING"],
+         "--data-dir", data_dir, "--log-level", "WARNING", "--http-port", "0"],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     deadline = time.monotonic() + 15

@@ -34,10 +34,14 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeou
 
 class BrokerProcess:
     """A ``leveret serve`` subprocess; ``url`` is its AMQP URL. Its ZeroMQ door is off unless ``zmq``
-    (then on free ports: ``zmq_publish_port``, ``zmq_subscribe_port``, ``zmq_push_port``)."""
+    (then on free ports: ``zmq_publish_port``, ``zmq_subscribe_port``, ``zmq_push_port``); its HTTP
+    door likewise unless ``http`` (then ``http_port``, ``http_url``)."""
 
-    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None, zmq: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, *extra: str, env: dict[str, str] | None = None, zmq: bool = False, http: bool = False
+    ) -> None:
         self.port = free_port()
+        self.http_port = free_port() if http else 0
         self.zmq_publish_port, self.zmq_subscribe_port, self.zmq_push_port = (
             (free_port(), free_port(), free_port()) if zmq else (0, 0, 0)
         )
@@ -64,6 +68,8 @@ class BrokerProcess:
                 str(self.zmq_subscribe_port),
                 "--zmq-push-port",
                 str(self.zmq_push_port),
+                "--http-port",
+                str(self.http_port),
                 *extra,
             ],
             stdout=self._log,
@@ -71,10 +77,16 @@ class BrokerProcess:
             env=env,
         )
         wait_for_port(self.port, self.proc)
+        if self.http_port:
+            wait_for_port(self.http_port, self.proc)
 
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -98,6 +110,8 @@ class BrokerProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(self.proc.args, stdout=self._log, stderr=subprocess.STDOUT, env=self._env)
         wait_for_port(self.port, self.proc)
+        if self.http_port:
+            wait_for_port(self.http_port, self.proc)
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ def test_help_names_every_flag_and_says_which_doors_wait() -> None:
         "--log-level",
     ):
         assert flag in flat
-    assert "ignored until the management door exists" in flat
+    assert "management HTTP port: API, web UI, /metrics (15672; 0 = off)" in flat
     assert "XSUB for zmq.PUB publishers (5555; 0 = off)" in flat
 
 
@@ -44,6 +44,7 @@ def test_env_vars_configure_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
         LEVERET_ZMQ_PUBLISH_PORT="0",
         LEVERET_ZMQ_SUBSCRIBE_PORT="0",
         LEVERET_ZMQ_PUSH_PORT="0",
+        LEVERET_HTTP_PORT="0",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "leveret", "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

@@ -258,15 +258,44 @@ async def test_broker_restart_during_backoff_loses_nothing(fresh_broker: BrokerP
     async with bus:
         await bus.publish("order.created", {"id": 1})
         metrics = bus.metrics["billing"]
-        await wait_until(lambda: metrics.failed == 1)
-        # the original is unacked during the backoff delay; the broker goes away under it
-        await asyncio.to_thread(fresh_broker.restart)
+        await wait_until(lambda: metrics.retried == 1)
+        # the retry waits in the broker's durable delay queue; the broker goes away under it
+        assert await queue_depth(fresh_broker.url, "billing.retry-500") == 1
+        await asyncio.to_thread(fresh_broker.restart, True)  # kill -9
         await wait_until(lambda: metrics.handled == 1, timeout=20)
-        # the backoff timer of the first attempt ends too, and must not publish a duplicate
         await wait_until(lambda: not any(worker._tasks for worker in bus._workers))
-    assert attempts == [0, 0]
+    assert attempts == [0, 1]
     assert await queue_depth(fresh_broker.url, "billing") == 0
+    assert await queue_depth(fresh_broker.url, "billing.retry-500") == 0
     assert await queue_depth(fresh_broker.url, "billing.dlq") == 0
+
+
+async def test_retry_delays_are_held_by_the_broker(leveret_url: str, leveret_prefix: str) -> None:
+    """A retry comes back after its backoff delay through a TTL + dead-letter queue, also when the
+    worker that failed is gone by then: another worker of the group handles it."""
+    exchange, group = leveret_prefix + "events", leveret_prefix + "held"
+    first = EventBus(leveret_url, exchange=exchange)
+    failed_at: list[float] = []
+
+    @first.handler("order.*", group=group, retries=1, backoff=(0.3,))
+    async def fails(event: Event) -> None:
+        failed_at.append(time.monotonic())
+        raise RuntimeError("down")
+
+    async with first:
+        await first.publish("order.created", {"id": 7})
+        await wait_until(lambda: first.metrics[group].retried == 1)
+    second = EventBus(leveret_url, exchange=exchange)
+    got: list[tuple[int, float]] = []
+
+    @second.handler("order.*", group=group, retries=1, backoff=(0.3,))
+    async def works(event: Event) -> None:
+        got.append((event.retry_count, time.monotonic()))
+
+    async with second:
+        await wait_until(lambda: bool(got))
+    assert got[0][0] == 1
+    assert got[0][1] - failed_at[0] >= 0.29
 
 
 def test_handled_rate_is_h_of_t_over_a_sliding_window() -> None:

@@ -24,8 +24,26 @@ def refused(kind: ErrorKind) -> Iterator[None]:
     assert info.value.kind is kind, info.value.text
 
 
+class HeadersCodec:
+    """A properties codec whose messages carry the given headers (and counts its decodes)."""
+
+    def __init__(self, headers: Mapping[str, Any] | None) -> None:
+        self.headers = headers
+        self.calls: list[bytes] = []
+
+    def peek(self, properties: bytes) -> None:
+        return None
+
+    def decode(self, properties: bytes) -> dict[str, Any]:
+        self.calls.append(properties)
+        return {} if self.headers is None else {"headers": self.headers}
+
+    def encode(self, fields: Mapping[str, Any]) -> bytes:
+        raise NotImplementedError
+
+
 def message(exchange: str = "", routing_key: str = "", headers: Mapping[str, Any] | None = None) -> Message:
-    return Message(exchange, routing_key, b"\x00\x00", b"body", decoder=lambda _props: headers)
+    return Message(exchange, routing_key, b"\x00\x00", b"body", codec=HeadersCodec(headers))
 
 
 def routed(vh: VirtualHost, exchange: str, routing_key: str = "", headers: Mapping[str, Any] | None = None) -> set[str]:
@@ -215,15 +233,10 @@ def test_headers_decoded_once_per_message(vh: VirtualHost) -> None:
     vh.declare_exchange("h", "headers")
     vh.bind_queue(None, "q1", "h", "", {"a": 1})
     vh.bind_queue(None, "q2", "h", "", {"b": 1})
-    calls = []
-
-    def decoder(props: bytes) -> Mapping[str, Any]:
-        calls.append(props)
-        return {"a": 1, "b": 1}
-
-    msg = Message("h", "", b"\x00\x00", b"", decoder=decoder)
+    codec = HeadersCodec({"a": 1, "b": 1})
+    msg = Message("h", "", b"\x00\x00", b"", codec=codec)
     assert {q.name for q in vh.route("h", "", msg)} == {"q1", "q2"}
-    assert len(calls) == 1
+    assert len(codec.calls) == 1
 
 
 # -------------------------------------------------------------------- exchange to exchange

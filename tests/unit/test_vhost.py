@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from leveret.core.broker import Broker, User
+from leveret.core.broker import Broker
 from leveret.core.channel import Channel
 from leveret.core.consumer import Consumer
 from leveret.core.errors import BrokerError, ErrorKind
@@ -341,17 +341,21 @@ def test_open_session_checks_the_vhost() -> None:
     broker = Broker()
     with refused(ErrorKind.NOT_ALLOWED):
         broker.open_session(broker.users["guest"], "/missing")
-    broker.vhosts["/other"] = VirtualHost("/other")
+    broker.add_vhost("/other")
+    user = broker.add_user("u", None)
+    broker.set_permissions("u", "/", ".*", ".*", ".*")
     with refused(ErrorKind.NOT_ALLOWED):
-        broker.open_session(User("u", "p", vhosts=("/",)), "/other")
+        broker.open_session(user, "/other")
     session = broker.open_session(broker.users["guest"], "/")
     assert session in broker.sessions and session.vhost is broker.vhosts["/"]
 
 
 def test_vhosts_are_separate() -> None:
     broker = Broker()
-    broker.vhosts["/other"] = VirtualHost("/other")
-    user = User("u", "p", vhosts=("/", "/other"))
+    broker.add_vhost("/other")
+    user = broker.add_user("u", None)
+    for vhost in ("/", "/other"):
+        broker.set_permissions("u", vhost, ".*", ".*", ".*")
     a = broker.open_session(user, "/")
     b = broker.open_session(user, "/other")
     a.vhost.declare_queue(a, "q")

@@ -9,6 +9,7 @@ hot path needs without decoding the rest.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
@@ -162,5 +163,28 @@ def peek_delivery_mode(raw: Buffer) -> int:
     return props.delivery_mode or 0
 
 
+_PEEKED = (1 << 11) | (1 << 9) | (1 << 8)  # priority, reply-to, expiration
+
+
+class WireProperties:
+    """The core's view of raw property bytes (``leveret.core.message.PropertiesCodec``)."""
+
+    __slots__ = ()
+
+    def peek(self, properties: bytes) -> tuple[str | None, int | None, str | None] | None:
+        if not ((properties[0] << 8) | properties[1]) & _PEEKED:
+            return None
+        props = decode_properties(properties)
+        return props.expiration, props.priority, props.reply_to
+
+    def decode(self, properties: bytes) -> dict[str, Any]:
+        props = decode_properties(properties)
+        return {name: value for name, _, _ in _PROPS if (value := getattr(props, name)) is not None}
+
+    def encode(self, fields: Mapping[str, Any]) -> bytes:
+        return encode_properties(BasicProperties(**fields))
+
+
+WIRE_PROPERTIES = WireProperties()
 EMPTY_PROPERTIES = b"\x00\x00"
 PERSISTENT_PROPERTIES = encode_properties(BasicProperties(delivery_mode=2))

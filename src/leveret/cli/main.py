@@ -1,4 +1,5 @@
-"""``leveret`` command line: ``serve`` (the broker), ``bench`` (the load generator), ``store check``."""
+"""``leveret`` command line: ``serve`` (the broker), ``ctl`` (its HTTP API), ``publish`` and ``consume``
+(AMQP from a shell), ``bench`` (the load generator), ``store check``."""
 
 from __future__ import annotations
 
@@ -29,11 +30,8 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument("--amqp-port", type=int, help="AMQP port (5672)")
     p.add_argument("--data-dir", help="data directory (./data)")
-    p.add_argument(
-        "--http-port",
-        type=int,
-        help="management HTTP port (15672); accepted and ignored until the management door exists",
-    )
+    p.add_argument("--http-port", type=int, help="management HTTP port: API, web UI, /metrics (15672; 0 = off)")
+    p.add_argument("--stats-interval", type=float, help="seconds between flow-metric samples (5)")
     for name, port, what in (
         ("publish", 5555, "XSUB for zmq.PUB publishers"),
         ("subscribe", 5556, "XPUB for zmq.SUB subscribers"),
@@ -50,11 +48,37 @@ def _serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--frame-max", type=int, help="largest frame the server accepts (131072)")
     p.add_argument("--channel-max", type=int, help="most channels per connection (2047)")
     p.add_argument("--max-message-size", type=int, help="largest message body in bytes (16 MiB)")
+    _security_arguments(p)
     p.add_argument(
         "--memory-limit",
         type=int,
         help="memory limit in bytes (default 40%% of RAM); above half of it transient messages page out to disk",
     )
+
+
+def _security_arguments(p: argparse.ArgumentParser) -> None:
+    """TLS, limits, alarms (docs/architecture.md, "Security"); booleans default to None so the
+    environment and the config file still apply when a flag is absent."""
+    p.add_argument("--amqps-port", type=int, help="AMQP over TLS port, opened with --tls-cert and --tls-key (5671)")
+    p.add_argument("--tls-cert", help="PEM certificate (chain) of the server")
+    p.add_argument("--tls-key", help="PEM private key of the server")
+    p.add_argument("--tls-ca", help="PEM CA bundle client certificates are verified against")
+    p.add_argument("--tls-verify-peer", action="store_true", default=None, help="ask clients for a certificate")
+    p.add_argument(
+        "--tls-fail-if-no-peer-cert",
+        action="store_true",
+        default=None,
+        help="refuse TLS clients without a valid certificate",
+    )
+    p.add_argument("--max-connections", type=int, help="most open AMQP connections (0 = no limit)")
+    p.add_argument("--max-queues-per-vhost", type=int, help="most queues in a vhost without its own limit (0 = none)")
+    p.add_argument(
+        "--loopback-users", help="users allowed to log in only from loopback addresses, comma-separated (guest)"
+    )
+    p.add_argument(
+        "--memory-high-watermark", type=float, help="memory alarm at this fraction of RAM or cgroup limit (0.4)"
+    )
+    p.add_argument("--disk-free-limit", type=int, help="disk alarm below this many free bytes (50000000)")
 
 
 def _store_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -103,9 +127,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _serve_parser(sub)
     _store_parser(sub)
     _events_parser(sub)
-    from leveret.cli import bench
+    from leveret.cli import bench, ctl, messaging
 
     bench.add_parser(sub)
+    ctl.add_parser(sub)
+    messaging.add_parsers(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         config = _config(args)
@@ -122,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     if args.command == "bench":
         return bench.run(args)
+    if args.command == "ctl":
+        return ctl.run(args)
+    if args.command == "publish":
+        return messaging.run_publish(args)
+    if args.command == "consume":
+        return messaging.run_consume(args)
     if args.command == "store":
         return _store(args)
     if args.command == "events":

@@ -7,6 +7,7 @@ that the broker cancelled a consumer (queue deleted). Deliveries are recorded in
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -16,6 +17,7 @@ from .consumer import Consumer, Delivery
 from .message import Message
 from .names import generated_consumer_tag
 from .queue import Queue
+from .vhost import REPLY_TO, REPLY_TO_PREFIX
 
 if TYPE_CHECKING:
     from .session import Session
@@ -25,6 +27,10 @@ class DeliverySink(Protocol):
     def deliver(self, consumer: Consumer, delivery_tag: int, redelivered: bool, message: Message) -> None: ...
 
     def consumer_cancelled(self, consumer: Consumer) -> None: ...
+
+    def channel_failed(self, error: errors.BrokerError) -> None:
+        """The broker closes the channel on its own (consumer timeout): tell the client."""
+        ...
 
 
 class Transaction:
@@ -60,6 +66,9 @@ class Channel:
         self.confirm = False
         self.closed = False
         self.last_location = 0  # store position of the last persistent message published here
+        self.refused = False  # the last publish was refused by a queue at its length limit
+        self.reply_queue: Queue | None = None  # direct reply-to: this channel's hidden reply queue
+        self.clock = self.vhost.clock
         self._next_tag = 1
 
     # ------------------------------------------------------------------------------ credit
@@ -95,6 +104,9 @@ class Channel:
     def publish(self, exchange: str, routing_key: str, message: Message, mandatory: bool) -> list[Queue] | None:
         """Route and enqueue; returns the queues the message reached (empty: unroutable). In a
         transaction the exchange is only checked here, routing happens at commit: returns None."""
+        peek = message.codec.peek(message.properties)
+        if peek is not None:
+            self._read_properties(message, *peek)
         if self.tx is not None:
             self.vhost.exchange(exchange)
             self.tx.publishes.append((exchange, routing_key, message, mandatory))
@@ -103,21 +115,27 @@ class Channel:
         self._enqueue(queues, message)
         return queues
 
+    def _read_properties(
+        self, message: Message, expiration: str | None, priority: int | None, reply_to: str | None
+    ) -> None:
+        """The properties the broker acts on: per-message TTL, priority, direct reply-to."""
+        if expiration is not None:
+            message.ttl = _parse_expiration(expiration)
+        if priority is not None:
+            message.priority = priority
+        if reply_to == REPLY_TO:
+            if self.reply_queue is None:
+                raise errors.precondition_failed("fast reply consumer does not exist")
+            fields = message.codec.decode(message.properties)
+            fields["reply_to"] = self.reply_queue.name
+            message.properties = message.codec.encode(fields)
+            message.wire = b""
+
     def _enqueue(self, queues: list[Queue], message: Message) -> None:
-        """Store a persistent message once for all its durable queues, then enqueue it everywhere.
-        Under memory pressure a transient message bound for a deep queue is written to the store too
-        (not fsynced, never recovered), so that the queue can page its body out."""
-        store = self.vhost.store
-        if store is not None and queues:
-            if message.persistent:
-                durable = [q for q in queues if q.durable]
-                if durable:
-                    store.publish(message, durable)
-                    self.last_location = message.location
-            elif store.paging and any(q.message_count() >= q.page_after for q in queues):
-                store.page(message, queues)
-        for q in queues:
-            q.enqueue(message)
+        """Enqueue everywhere (``VirtualHost.publish_to`` stores a persistent message once)."""
+        self.refused = self.vhost.publish_to(queues, message)
+        if message.location and message.persistent:
+            self.last_location = message.location
 
     # ---------------------------------------------------------------------------- consuming
 
@@ -129,6 +147,8 @@ class Channel:
         exclusive: bool,
         arguments: Mapping[str, Any] | None = None,
     ) -> Consumer:
+        if queue_name == REPLY_TO:
+            return self._consume_replies(tag, no_ack)
         q = self.vhost.queue(queue_name, self.session)
         if not tag:
             tag = generated_consumer_tag()
@@ -136,10 +156,42 @@ class Channel:
             raise errors.not_allowed(f"attempt to reuse consumer tag '{tag}'")
         if q.exclusive_consumer is not None or (exclusive and q.consumers):
             raise errors.access_refused(f"queue '{q.name}' in vhost '{self.vhost.name}' in exclusive use")
+        priority = (arguments or {}).get("x-priority")
+        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)):
+            kind = {str: "longstr", float: "double", bool: "bool", bytes: "bytes"}.get(type(priority), "table")
+            raise errors.precondition_failed(
+                f"invalid arg 'x-priority' for queue '{q.name}' in vhost '{self.vhost.name}': "
+                f'"expected integer, got {kind}"'
+            )
         consumer = Consumer(tag, self, q, no_ack, exclusive, self.consumer_prefetch, arguments)
         self.consumers[tag] = consumer
         q.add_consumer(consumer)
         return consumer
+
+    def _consume_replies(self, tag: str, no_ack: bool) -> Consumer:
+        """Direct reply-to: a no-ack consumer on a hidden queue that only this channel can name."""
+        if not no_ack:
+            raise errors.precondition_failed("reply consumer cannot acknowledge")
+        if self.reply_queue is not None:
+            raise errors.precondition_failed("reply consumer already set")
+        name = REPLY_TO_PREFIX + generated_consumer_tag().removeprefix("amq.ctag-")
+        q = Queue(name, self.vhost.name, exclusive_owner=self.session)
+        q.owner = self.vhost
+        self.vhost.reply_queues[name] = q
+        self.reply_queue = q
+        consumer = Consumer(tag or generated_consumer_tag(), self, q, True, False, 0)
+        if consumer.tag in self.consumers:
+            raise errors.not_allowed(f"attempt to reuse consumer tag '{consumer.tag}'")
+        self.consumers[consumer.tag] = consumer
+        q.add_consumer(consumer)
+        return consumer
+
+    def _drop_reply_queue(self) -> None:
+        q = self.reply_queue
+        if q is not None:
+            self.reply_queue = None
+            q.deleted = True
+            self.vhost.reply_queues.pop(q.name, None)
 
     def start(self, consumer: Consumer) -> None:
         """Begin deliveries (after the door has sent consume-ok)."""
@@ -151,7 +203,9 @@ class Channel:
             return None
         q = consumer.queue
         q.remove_consumer(consumer)
-        if q.should_auto_delete() and not q.deleted:
+        if q is self.reply_queue:
+            self._drop_reply_queue()
+        elif q.should_auto_delete() and not q.deleted:
             self.vhost.remove_queue(q)
         else:
             q.dispatch()
@@ -166,7 +220,7 @@ class Channel:
         tag = self._next_tag
         self._next_tag = tag + 1
         if not consumer.no_ack:
-            self.unacked[tag] = Delivery(tag, queue, message, seq, consumer)
+            self.unacked[tag] = Delivery(tag, queue, message, seq, consumer, self.clock.coarse)
             consumer.unacked += 1
             self.consumer_unacked += 1
             queue.unacked += 1
@@ -177,6 +231,7 @@ class Channel:
     def get(self, queue_name: str, no_ack: bool) -> tuple[int, Message, bool, int] | None:
         """basic.get: (delivery tag, message, redelivered, messages left) or None if empty."""
         q = self.vhost.queue(queue_name, self.session)
+        q.touch()
         item = q.pop()
         if item is None:
             return None
@@ -185,10 +240,12 @@ class Channel:
         self._next_tag = tag + 1
         q.stats_delivered += 1
         if not no_ack:
-            self.unacked[tag] = Delivery(tag, q, message, seq, None)
+            self.unacked[tag] = Delivery(tag, q, message, seq, None, self.clock.coarse)
             q.unacked += 1
-        elif message.location:
-            q.release(message)
+        else:
+            q.settled(seq)
+            if message.location:
+                q.release(message)
         return tag, message, redelivered, q.message_count()
 
     # ---------------------------------------------------------------------------- settling
@@ -233,7 +290,8 @@ class Channel:
                 return taken
 
     def _settle(self, deliveries: Iterable[Delivery], requeue: bool | None) -> None:
-        """requeue None = ack, True = back to the queue, False = discard (dead-lettering later)."""
+        """requeue None = ack, True = back to the queue, False = discard (dead-lettered if the
+        queue has a dead-letter exchange)."""
         touched: dict[Queue, None] = {}
         for d in deliveries:
             q = d.queue
@@ -242,15 +300,19 @@ class Channel:
                 d.consumer.unacked -= 1
                 self.consumer_unacked -= 1
             message = d.message
+            touched[q] = None
             if requeue is None:
                 q.stats_acked += 1
-            elif requeue and not q.deleted:
-                q.requeue(d.seq, message)
-                touched[q] = None
+            elif not q.deleted:
+                if requeue:
+                    q.requeue(d.seq, message)
+                else:
+                    q.settled(d.seq)
+                    q.discard(message, "rejected")
                 continue
+            q.settled(d.seq)
             if message.location:
                 q.release(message)
-            touched[q] = None
         self._dispatch(touched)
 
     def _dispatch(self, queues: Iterable[Queue]) -> None:
@@ -317,3 +379,40 @@ class Channel:
             self.tx = Transaction()
         self.unacked.clear()
         self._settle(deliveries, True)
+        self._drop_reply_queue()
+
+    # ------------------------------------------------------------------------ consumer timeout
+
+    def check_timeout(self, now: float, default_ms: int) -> None:
+        """RabbitMQ's consumer timeout: the oldest unacknowledged delivery has waited too long; the
+        channel is closed with 406 (its deliveries are requeued by the close)."""
+        if not self.unacked or self.closed:
+            return
+        oldest = next(iter(self.unacked.values()))
+        limit = oldest.queue.consumer_timeout
+        if limit is None:
+            limit = default_ms
+        if limit and (now - oldest.at) * 1000.0 > limit:
+            self.sink.channel_failed(
+                errors.precondition_failed(
+                    f"delivery acknowledgement on channel {self.number} timed out. Timeout value used: "
+                    f"{limit} ms. This timeout value can be configured, see consumers doc guide to learn more"
+                )
+            )
+
+
+def _parse_expiration(text: str) -> int:
+    """A per-message TTL in ms, with RabbitMQ's reasons for refusing one (rabbit_basic)."""
+    match = _INTEGER.match(text)
+    if match is None:
+        raise errors.precondition_failed(f"invalid expiration '{text}': no_integer")
+    if match.end() < len(text):
+        rest = text[match.end() :]
+        raise errors.precondition_failed(f"invalid expiration '{text}': {{leftover_string,\"{rest}\"}}")
+    value = int(match.group())
+    if value < 0:
+        raise errors.precondition_failed(f"invalid expiration '{text}': {{value_negative,{value}}}")
+    return value
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")

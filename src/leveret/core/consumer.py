@@ -12,7 +12,18 @@ if TYPE_CHECKING:
 
 
 class Consumer:
-    __slots__ = ("arguments", "channel", "exclusive", "no_ack", "prefetch", "queue", "tag", "unacked", "wire")
+    __slots__ = (
+        "arguments",
+        "channel",
+        "exclusive",
+        "no_ack",
+        "prefetch",
+        "priority",
+        "queue",
+        "tag",
+        "unacked",
+        "wire",
+    )
 
     def __init__(
         self,
@@ -31,6 +42,8 @@ class Consumer:
         self.exclusive = exclusive
         self.prefetch = prefetch  # 0 = unlimited (per-consumer basic.qos at consume time)
         self.arguments = dict(arguments or {})
+        priority = self.arguments.get("x-priority", 0)
+        self.priority = priority if isinstance(priority, int) and not isinstance(priority, bool) else 0
         self.unacked = 0
         self.wire: Any = None  # the door's pre-encoded delivery template
 
@@ -45,11 +58,14 @@ class Consumer:
 class Delivery:
     """One unacknowledged delivery on a channel."""
 
-    __slots__ = ("consumer", "message", "queue", "seq", "tag")
+    __slots__ = ("at", "consumer", "message", "queue", "seq", "tag")
 
-    def __init__(self, tag: int, queue: Queue, message: Message, seq: int, consumer: Consumer | None) -> None:
+    def __init__(
+        self, tag: int, queue: Queue, message: Message, seq: int, consumer: Consumer | None, at: float = 0.0
+    ) -> None:
         self.tag = tag
         self.queue = queue
         self.message = message
         self.seq = seq
         self.consumer = consumer
+        self.at = at  # when it was delivered (the broker's coarse clock), for the consumer timeout

@@ -25,6 +25,25 @@ Commands (``vhost`` names the virtual host; ``arguments`` are field tables):
 - ``{"op": "bind" | "unbind", "vhost", "source", "destination", "destination_kind": "queue" | "exchange",
   "routing_key", "arguments"}``
 - ``{"op": "reserve_queue_uids", "below": n}``: queue uids below ``n`` may have been handed out.
+- ``{"op": "set_policy", "vhost", "name", "pattern", "apply-to", "definition", "priority"}``,
+  ``{"op": "clear_policy", "vhost", "name"}`` (``core.policies``)
+
+Users, vhosts and permissions (``core.broker``; RabbitMQ's objects, recorded the same way):
+
+- ``{"op": "add_vhost", "name", "description", "tags"}`` (creates, or updates the metadata of, a vhost)
+- ``{"op": "delete_vhost", "name"}`` (its queues and exchanges go with it)
+- ``{"op": "set_vhost_limits", "vhost", "limits": {"max-connections": n, "max-queues": n}}``
+- ``{"op": "add_user", "name", "password_hash", "hashing_algorithm", "tags"}`` (the hash, never a
+  password; ``core.auth`` documents the formats)
+- ``{"op": "delete_user", "name"}`` (with the user's permissions)
+- ``{"op": "set_permissions", "user", "vhost", "configure", "write", "read"}``
+- ``{"op": "clear_permissions", "user", "vhost"}``
+- ``{"op": "set_topic_permissions", "user", "vhost", "exchange", "write", "read"}``
+- ``{"op": "clear_topic_permissions", "user", "vhost", "exchange"}`` (``exchange`` null: all of them)
+
+A fresh broker starts with vhost ``/`` and user ``guest`` (full permissions on ``/``). The snapshot
+records departures from these defaults as deletions (``delete_vhost "/"``, ``delete_user "guest"``,
+``clear_permissions``) ahead of everything else, so replay onto a fresh broker is exact.
 
 Queue uids name queues in the message log, so they are never reused, not even across restarts: uids
 are reserved in blocks (one record per ``UID_BLOCK`` queues declared, durable or not), and after a
@@ -43,7 +62,9 @@ from .ports import DefinitionsLog, NullDefinitionsLog
 from .queue import Queue
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from .broker import Broker, User
+    from .permissions import Permission, TopicPermission
+    from .policies import Policy
     from .vhost import VirtualHost
 
 Command = dict[str, Any]
@@ -137,6 +158,70 @@ def binding(op: str, vhost: str, b: Binding) -> Command:
     }
 
 
+def add_vhost(vh: VirtualHost) -> Command:
+    return {"op": "add_vhost", "name": vh.name, "description": vh.description, "tags": list(vh.tags)}
+
+
+def delete_vhost(name: str) -> Command:
+    return {"op": "delete_vhost", "name": name}
+
+
+def set_vhost_limits(vhost: str, limits: Mapping[str, int]) -> Command:
+    return {"op": "set_vhost_limits", "vhost": vhost, "limits": dict(limits)}
+
+
+def add_user(user: User) -> Command:
+    return {
+        "op": "add_user",
+        "name": user.name,
+        "password_hash": user.password_hash,
+        "hashing_algorithm": user.hashing_algorithm,
+        "tags": list(user.tags),
+    }
+
+
+def delete_user(name: str) -> Command:
+    return {"op": "delete_user", "name": name}
+
+
+def set_permissions(user: str, vhost: str, p: Permission) -> Command:
+    return {
+        "op": "set_permissions",
+        "user": user,
+        "vhost": vhost,
+        "configure": p.configure,
+        "write": p.write,
+        "read": p.read,
+    }
+
+
+def clear_permissions(user: str, vhost: str) -> Command:
+    return {"op": "clear_permissions", "user": user, "vhost": vhost}
+
+
+def set_topic_permissions(user: str, vhost: str, p: TopicPermission) -> Command:
+    return {
+        "op": "set_topic_permissions",
+        "user": user,
+        "vhost": vhost,
+        "exchange": p.exchange,
+        "write": p.write,
+        "read": p.read,
+    }
+
+
+def clear_topic_permissions(user: str, vhost: str, exchange: str | None) -> Command:
+    return {"op": "clear_topic_permissions", "user": user, "vhost": vhost, "exchange": exchange}
+
+
+def set_policy(vhost: str, p: Policy) -> Command:
+    return {"op": "set_policy", **p.as_dict(vhost)}
+
+
+def clear_policy(vhost: str, name: str) -> Command:
+    return {"op": "clear_policy", "vhost": vhost, "name": name}
+
+
 def is_durable_binding(b: Binding) -> bool:
     return bool(b.source.durable and b.destination.durable)
 
@@ -150,7 +235,7 @@ def _builtin(name: str) -> bool:
 
 def snapshot(broker: Broker) -> list[Command]:
     """The durable state as commands: uid reservation, then exchanges, queues, bindings."""
-    commands = [reserve_uids(broker.uids.reserved)]
+    commands = [reserve_uids(broker.uids.reserved), *_access_snapshot(broker)]
     vhosts = list(broker.vhosts.values())
     for vh in vhosts:
         exchanges = [ex for ex in vh.exchanges.values() if ex.durable and not _builtin(ex.name)]
@@ -160,6 +245,31 @@ def snapshot(broker: Broker) -> list[Command]:
     for vh in vhosts:
         for ex in vh.exchanges.values():
             commands += [binding("bind", vh.name, b) for b in ex.bindings.values() if is_durable_binding(b)]
+    for vh in vhosts:
+        commands += [set_policy(vh.name, p) for p in vh.policies.values()]
+    return commands
+
+
+def _access_snapshot(broker: Broker) -> list[Command]:
+    """Vhosts, users, permissions as departures from a fresh broker's defaults (see above)."""
+    from .broker import DEFAULT_USER, DEFAULT_VHOST, FULL
+
+    commands = []
+    if DEFAULT_VHOST not in broker.vhosts:
+        commands.append(delete_vhost(DEFAULT_VHOST))
+    if DEFAULT_USER not in broker.users:
+        commands.append(delete_user(DEFAULT_USER))
+    elif DEFAULT_VHOST in broker.vhosts and (DEFAULT_USER, DEFAULT_VHOST) not in broker.permissions:
+        commands.append(clear_permissions(DEFAULT_USER, DEFAULT_VHOST))
+    for vh in broker.vhosts.values():
+        if vh.name != DEFAULT_VHOST or vh.description or vh.tags:
+            commands.append(add_vhost(vh))
+        if vh.limits:
+            commands.append(set_vhost_limits(vh.name, vh.limits))
+    commands += [add_user(user) for user in broker.users.values() if not broker.is_default_user(user)]
+    defaults = {(DEFAULT_USER, DEFAULT_VHOST): FULL}
+    commands += [set_permissions(u, v, p) for (u, v), p in broker.permissions.items() if defaults.get((u, v)) != p]
+    commands += [set_topic_permissions(u, v, p) for (u, v, _), p in broker.topic_permissions.items()]
     return commands
 
 
@@ -206,6 +316,9 @@ def _apply(broker: Broker, c: Mapping[str, Any]) -> None:
     if op == "reserve_queue_uids":
         broker.uids.reserve(int(c["below"]))
         return
+    if op in _ACCESS_OPS:
+        _apply_access(broker, c)
+        return
     vh = _vhost(broker, c)
     if op == "declare_exchange":
         flags = {"durable": c["durable"], "auto_delete": c["auto_delete"], "internal": c["internal"]}
@@ -222,6 +335,10 @@ def _apply(broker: Broker, c: Mapping[str, Any]) -> None:
         vh.delete_queue(None, c["name"])
     elif op in ("bind", "unbind"):
         _apply_binding(vh, c)
+    elif op == "set_policy":
+        vh.set_policy(c["name"], c["pattern"], c["definition"], c["priority"], c["apply-to"])
+    elif op == "clear_policy":
+        vh.clear_policy(c["name"])
     else:
         raise ValueError(f"unknown command {op!r}")
 
@@ -234,3 +351,40 @@ def _apply_binding(vh: VirtualHost, c: Mapping[str, Any]) -> None:
         (vh.bind_exchange if c["op"] == "bind" else vh.unbind_exchange)(c["destination"], c["source"], *args)
     else:
         raise ValueError(f"unknown destination kind {c['destination_kind']!r}")
+
+
+_ACCESS_OPS = frozenset(
+    (
+        "add_vhost",
+        "delete_vhost",
+        "set_vhost_limits",
+        "add_user",
+        "delete_user",
+        "set_permissions",
+        "clear_permissions",
+        "set_topic_permissions",
+        "clear_topic_permissions",
+    )
+)
+
+
+def _apply_access(broker: Broker, c: Mapping[str, Any]) -> None:
+    op = c["op"]
+    if op == "add_vhost":
+        broker.add_vhost(c["name"], c["description"], c["tags"])
+    elif op == "delete_vhost":
+        broker.delete_vhost(c["name"])
+    elif op == "set_vhost_limits":
+        broker.set_vhost_limits(c["vhost"], c["limits"])
+    elif op == "add_user":
+        broker.add_user(c["name"], None, c["tags"], c["password_hash"], c["hashing_algorithm"])
+    elif op == "delete_user":
+        broker.delete_user(c["name"])
+    elif op == "set_permissions":
+        broker.set_permissions(c["user"], c["vhost"], c["configure"], c["write"], c["read"])
+    elif op == "clear_permissions":
+        broker.clear_permissions(c["user"], c["vhost"])
+    elif op == "set_topic_permissions":
+        broker.set_topic_permissions(c["user"], c["vhost"], c["exchange"], c["write"], c["read"])
+    else:
+        broker.clear_topic_permissions(c["user"], c["vhost"], c["exchange"])

@@ -57,9 +57,20 @@ class Exchange:
         self.internal = internal
         self.arguments: dict[str, Any] = dict(arguments or {})
         self.bindings: dict[Hashable, Binding] = {}
-        ae = self.arguments.get("alternate-exchange")
-        self.alternate_exchange: str | None = ae if isinstance(ae, str) else None
+        self.alternate_exchange: str | None = None
+        self.policy: Any = None
         self.decodes_headers = False
+        self.stats_in = 0  # messages published into it, and of those routed to a queue (flow metrics)
+        self.stats_out = 0
+        self.configure()
+
+    def configure(self, policy: Any = None) -> None:
+        """The alternate exchange: from the arguments, else from the policy (``core.policies``)."""
+        self.policy = policy
+        ae = self.arguments.get("alternate-exchange")
+        if ae is None and policy is not None:
+            ae = policy.definition.get("alternate-exchange")
+        self.alternate_exchange = ae if isinstance(ae, str) else None
 
     @property
     def type(self) -> str:

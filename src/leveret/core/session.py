@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .channel import Channel, DeliverySink
@@ -19,6 +20,13 @@ class Session:
         self.name = name
         self.channels: dict[int, Channel] = {}
         self.exclusive_queues: dict[str, Queue] = {}
+        self.internal = False  # a door of the broker's own (no permission checks, not counted)
+        # Set by the door: tell the client its connection is closed by the broker (vhost deleted).
+        self.on_forced_close: Callable[[str], None] | None = None
+
+    def force_close(self, reason: str) -> None:
+        if self.on_forced_close is not None:
+            self.on_forced_close(reason)
 
     def open_channel(self, number: int, sink: DeliverySink) -> Channel:
         channel = Channel(self, number, sink)

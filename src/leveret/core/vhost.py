@@ -10,16 +10,21 @@ paths through a headers exchange are not cached (they depend on the message).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from . import definitions as defs
 from . import errors
+from . import policies as pol
+from .clock import Clock
 from .exchange import EXCHANGE_TYPES, Binding, Exchange, HeadersExchange
 from .message import Message
 from .names import generated_queue_name
 from .ports import DefinitionsLog, NullDefinitionsLog
-from .queue import Queue
+from .queue import PriorityQueue, Queue
 from .queue_args import invalid_argument
 
 if TYPE_CHECKING:
@@ -49,6 +54,8 @@ EQUIVALENT_QUEUE_ARGS = (
     "x-delivery-limit",
 )
 ROUTE_CACHE_LIMIT = 16384
+REPLY_TO = "amq.rabbitmq.reply-to"
+REPLY_TO_PREFIX = REPLY_TO + "."
 
 
 def _fmt(value: Any) -> str:
@@ -78,17 +85,26 @@ def _queue_side_key(binding: Binding) -> tuple[str, Any]:
 
 
 class VirtualHost:
-    def __init__(self, name: str = "/", uids: defs.QueueUids | None = None) -> None:
+    def __init__(self, name: str = "/", uids: defs.QueueUids | None = None, clock: Clock | None = None) -> None:
         self.name = name
+        self.clock = clock or Clock()
+        self.policies: dict[str, pol.Policy] = {}
+        self.reply_queues: dict[str, Queue] = {}  # direct reply-to: hidden queues by their reply name
+        self._timers: list[tuple[float, int, Queue]] = []
+        self._timer_seq = itertools.count()
+        self.description = ""
+        self.tags: tuple[str, ...] = ()
+        self.limits: dict[str, int] = {}  # RabbitMQ's vhost limits: max-connections, max-queues
         self.exchanges: dict[str, Exchange] = {}
         self.queues: dict[str, Queue] = {}
-        self._routes: dict[tuple[str, str], list[Queue]] = {}
+        # (exchange, routing key) -> (exchange, queues, 1 if any queue else 0): the flow counters' inputs
+        self._routes: dict[tuple[str, str], tuple[Exchange, list[Queue], int]] = {}
         # Durable definition changes are recorded here (core.definitions); off while replaying.
         self.definitions: DefinitionsLog = NullDefinitionsLog()
         self.replaying = False
         self.uids = uids or defs.QueueUids()
         self.store: MessageStore | None = None  # keeps persistent messages of durable queues
-        self.exchanges[""] = EXCHANGE_TYPES["direct"]("", durable=True)
+        self.exchanges[""] = self._default_exchange = EXCHANGE_TYPES["direct"]("", durable=True)
         for name_, type_ in DEFAULT_EXCHANGES:
             self.exchanges[name_] = EXCHANGE_TYPES[type_](name_, durable=True)
 
@@ -149,6 +165,8 @@ class VirtualHost:
         if name.startswith("amq."):
             raise errors.access_refused(f"exchange name '{name}' contains reserved prefix 'amq.*'")
         ex = cls(name, durable=durable, auto_delete=auto_delete, internal=internal, arguments=arguments)
+        if self.policies:
+            ex.configure(pol.select(self.policies.values(), "exchange", name))
         self.exchanges[name] = ex
         if durable:
             self.definitions.record(defs.declare_exchange(self.name, ex))
@@ -218,7 +236,12 @@ class VirtualHost:
         """``uid`` is given only when replaying the definitions journal; otherwise a new one is taken."""
         args = dict(arguments or {})
         if passive:
-            return self.queue(name, session)
+            reply = self.reply_queues.get(name)
+            if reply is not None:
+                return reply
+            found = self.queue(name, session)
+            found.touch()  # as RabbitMQ: a passive declare counts as use for x-expires
+            return found
         if not name:
             name = generated_queue_name()
         elif name.startswith("amq.") and not self.replaying:  # a server-named durable queue comes back
@@ -230,10 +253,15 @@ class VirtualHost:
             if session is not None and existing.exclusive_owner is not (session if exclusive else None):
                 self._refuse_exclusive(existing)
             self._check_queue_equivalent(existing, durable, auto_delete, args)
+            existing.touch()
             return existing
         self._validate_queue(name, durable, exclusive, auto_delete, args)
-        q = Queue(name, self.name, durable, session if exclusive else None, auto_delete, args)
+        cls = PriorityQueue if args.get("x-max-priority") else Queue
+        q = cls(name, self.name, durable, session if exclusive else None, auto_delete, args)
         q.store = self.store
+        q.owner = self
+        q.last_used = self.clock.now()
+        q.configure(pol.select(self.policies.values(), "queue", name, q.queue_type) if self.policies else None)
         if uid:
             self.uids.claim(uid)
         q.uid = uid or self.uids.allocate()
@@ -385,24 +413,35 @@ class VirtualHost:
 
     # ------------------------------------------------------------------------------ routing
 
-    def route(self, exchange: str, routing_key: str, message: Message) -> list[Queue]:
-        """The queues a message published to ``exchange`` with ``routing_key`` goes to."""
+    def route(self, exchange: str, routing_key: str, message: Message, internal_ok: bool = False) -> list[Queue]:
+        """The queues a message published to ``exchange`` with ``routing_key`` goes to (clients may
+        not publish to an internal exchange; the broker may, when dead-lettering)."""
         cached = self._routes.get((exchange, routing_key))
         if cached is not None:
-            return cached
+            ex, result, routed = cached
+            ex.stats_in += 1  # the flow metrics' exchange in/out counters: two adds
+            ex.stats_out += routed
+            return result
         if exchange == "":
+            default = self._default_exchange
             q = self.queues.get(routing_key)
+            if q is None and routing_key.startswith(REPLY_TO_PREFIX):
+                q = self.reply_queues.get(routing_key)
+            default.stats_in += 1
+            default.stats_out += q is not None
             return [q] if q is not None else []
         ex = self.exchange(exchange)
-        if ex.internal:
+        ex.stats_in += 1
+        if ex.internal and not internal_ok:
             raise errors.access_refused(f"cannot publish to internal exchange '{exchange}' {self._where()}")
         queues: dict[Queue, None] = {}
         cacheable = self._route_into(ex, routing_key, message, queues, set())
         result = list(queues)
-        if cacheable:
+        ex.stats_out += bool(result)
+        if cacheable and not ex.internal:  # an internal exchange's route must meet the check above
             if len(self._routes) >= ROUTE_CACHE_LIMIT:
                 self._routes.clear()
-            self._routes[(exchange, routing_key)] = result
+            self._routes[(exchange, routing_key)] = (ex, result, 1 if result else 0)
         return result
 
     def _route_into(
@@ -425,3 +464,161 @@ class VirtualHost:
             if ae is not None:
                 cacheable &= self._route_into(ae, routing_key, message, out, seen)
         return cacheable
+
+    # ------------------------------------------------------------------ enqueueing, dead letters
+
+    def publish_to(self, queues: list[Queue], message: Message) -> bool:
+        """Enqueue a routed message: stored once for all its durable queues if persistent (under
+        memory pressure a transient message bound for a deep queue is written too, never fsynced
+        nor recovered, so that its body can page out). Returns True if a queue refused it
+        (``x-overflow`` reject-publish or reject-publish-dlx at its limit)."""
+        refused = False
+        for q in queues:
+            if q.overflow != "drop-head" and q.rejects(message):
+                refused = True
+                break
+        if refused:
+            kept = []
+            for q in queues:
+                if q.overflow != "drop-head" and q.rejects(message):
+                    q.stats_dropped += 1
+                    if q.overflow == "reject-publish-dlx" and q.dead_letter_exchange is not None:
+                        q.stats_dead_lettered += 1
+                        self.dead_letter(q, message, "maxlen")
+                else:
+                    kept.append(q)
+            queues = kept
+        store = self.store
+        if store is not None and queues:
+            if message.persistent:
+                durable = [q for q in queues if q.durable]
+                if durable:
+                    store.publish(message, durable)
+            elif store.paging and any(q.message_count() >= q.page_after for q in queues):
+                store.page(message, queues)
+        for q in queues:
+            q.enqueue(message)
+        return refused
+
+    def dead_letter(self, queue: Queue, message: Message, reason: str) -> None:
+        """Republish ``message`` to ``queue``'s dead-letter exchange with the ``x-death`` history
+        RabbitMQ writes: one entry per (queue, reason), most recent first, with a count; the
+        ``x-first-death-*`` headers; the original expiration kept in the entry and removed from the
+        message. A cycle (the message would come back to a queue it died in, with no rejection on
+        the way) drops it for that queue, as RabbitMQ does."""
+        dlx = queue.dead_letter_exchange
+        if dlx is None or message.body is None:
+            return
+        ex = self.exchanges.get(dlx)
+        if ex is None:
+            return  # RabbitMQ drops it too (and logs)
+        codec = message.codec
+        fields = codec.decode(message.properties)
+        headers = dict(fields.get("headers") or {})
+        cc = headers.get("CC")
+        routing_keys = [message.routing_key] + ([k for k in cc if isinstance(k, str)] if isinstance(cc, list) else [])
+        headers.pop("BCC", None)
+        deaths = [d for d in headers.get("x-death") or [] if isinstance(d, Mapping)]
+        for i, death in enumerate(deaths):
+            if death.get("queue") == queue.name and death.get("reason") == reason:
+                entry = dict(death)
+                entry["count"] = int(entry.get("count") or 0) + 1
+                deaths = [entry, *deaths[:i], *deaths[i + 1 :]]
+                break
+        else:
+            entry = {
+                "count": 1,
+                "reason": reason,
+                "queue": queue.name,
+                "time": datetime.fromtimestamp(int(self.clock.now()), tz=UTC),
+                "exchange": message.exchange,
+                "routing-keys": routing_keys,
+            }
+            if "expiration" in fields:
+                entry["original-expiration"] = fields["expiration"]
+            deaths = [entry, *deaths]
+        headers["x-death"] = deaths
+        headers.setdefault("x-first-death-reason", reason)
+        headers.setdefault("x-first-death-queue", queue.name)
+        headers.setdefault("x-first-death-exchange", message.exchange)
+        fields["headers"] = headers
+        fields.pop("expiration", None)
+        routing_key = queue.dead_letter_routing_key
+        copy = Message(
+            dlx,
+            routing_key if routing_key is not None else message.routing_key,
+            codec.encode(fields),
+            message.body,
+            message.persistent,
+            b"",
+            codec,
+        )
+        copy.priority = message.priority
+        targets: dict[Queue, None] = {}
+        for key in [routing_key] if routing_key is not None else routing_keys:
+            for q in self.route(dlx, key, copy, internal_ok=True):
+                targets[q] = None
+        if reason != "rejected":
+            targets = {q: None for q in targets if not _is_cycle(q.name, deaths)}
+        if targets:
+            self.publish_to(list(targets), copy)
+
+    # ---------------------------------------------------------------------------------- time
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def schedule(self, queue: Queue, at: float) -> None:
+        heapq.heappush(self._timers, (at, next(self._timer_seq), queue))
+
+    def run_timers(self, now: float) -> None:
+        """Fire the queue timers that are due (message TTL, queue expiry)."""
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            at, _, q = heapq.heappop(timers)
+            q.on_timer(at, now)
+
+    def next_timer(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def expire_queue(self, queue: Queue) -> None:
+        """``x-expires``: the queue went unused for its whole expiry period."""
+        if not queue.deleted and self.queues.get(queue.name) is queue:
+            self.remove_queue(queue)
+
+    # ------------------------------------------------------------------------------ policies
+
+    def set_policy(
+        self, name: str, pattern: str, definition: Mapping[str, Any], priority: int = 0, apply_to: str = "all"
+    ) -> pol.Policy:
+        policy = pol.make_policy(name, pattern, definition, priority, apply_to)
+        self.policies[name] = policy
+        self._apply_policies()
+        self.definitions.record(defs.set_policy(self.name, policy))
+        return policy
+
+    def clear_policy(self, name: str) -> None:
+        if self.policies.pop(name, None) is None:
+            raise errors.not_found(f"no policy '{name}' {self._where()}")
+        self._apply_policies()
+        self.definitions.record(defs.clear_policy(self.name, name))
+
+    def _apply_policies(self) -> None:
+        """Policies changed: every queue and exchange takes the one that now applies to it."""
+        policies = list(self.policies.values())
+        for q in list(self.queues.values()):
+            q.configure(pol.select(policies, "queue", q.name, q.queue_type))
+        for ex in self.exchanges.values():
+            ex.configure(pol.select(policies, "exchange", ex.name))
+        self._routes.clear()
+
+
+def _is_cycle(queue: str, deaths: list[Any]) -> bool:
+    """RabbitMQ's rule (rabbit_dead_letter:is_cycle): ``queue`` already appears in the history and
+    every death up to and including that one was automatic (no ``rejected``)."""
+    for death in deaths:
+        if death.get("reason") == "rejected":
+            return False
+        if death.get("queue") == queue:
+            return True
+    return False

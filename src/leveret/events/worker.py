@@ -1,12 +1,15 @@
 """One consumer group: its queue, its dead-letter queue, and the ack / retry / dead-letter decision.
 
 Theory of operation: every delivery becomes a task. The task runs the handler (under the group's
-semaphore), then either acks, or, on an exception, waits out the backoff delay *with the delivery still
-unacked*, publishes a copy with ``x-retry-count`` incremented to the group's queue (default exchange,
-publisher confirm) and only then acks the original. After the last retry the copy goes, confirmed, to
-``<group>.dlq`` with the error in its headers. At every instant the event is held by the broker: either
-as the unacked original or as its confirmed successor, so a crash or a restart loses nothing (at worst
-the event is handled once more: delivery is at-least-once).
+semaphore), then either acks, or, on an exception, publishes a copy with ``x-retry-count`` incremented
+(persistent, publisher confirm) and only then acks the original. The backoff delay is held by the
+broker, not by the worker: the copy goes to a durable delay queue ``<group>.retry-<ms>`` whose
+``x-message-ttl`` is the delay and whose dead-letter exchange is the default exchange with the group's
+queue as routing key, so the copy comes back to the group when the delay ends, whichever worker is
+running then (RabbitMQ's usual pattern; it works the same against RabbitMQ). After the last retry the
+copy goes, confirmed, to ``<group>.dlq`` with the error in its headers. At every instant the event is
+held by the broker: as the unacked original or as its confirmed successor, so a crash or a restart
+loses nothing (at worst the event is handled once more: delivery is at-least-once).
 """
 
 from __future__ import annotations
@@ -93,6 +96,14 @@ class HandlerSpec:
             return 0.0
         return self.backoff[min(retry_count, len(self.backoff) - 1)]
 
+    def delay_ms(self, retry_count: int) -> int:
+        return max(0, round(self.delay(retry_count) * 1000))
+
+    def retry_queue(self, retry_count: int) -> str:
+        """Where retry number ``retry_count + 1`` waits: a delay queue, or the group's queue at once."""
+        ms = self.delay_ms(retry_count)
+        return f"{self.group}.retry-{ms}" if ms else self.group
+
 
 def decode(message: AbstractIncomingMessage) -> Any:
     if message.content_type == JSON:
@@ -119,13 +130,22 @@ class GroupWorker:
     async def start(self, exchange: str) -> None:
         await self.channel.set_qos(prefetch_count=self.spec.prefetch)
         await self.channel.declare_queue(f"{self.spec.group}.dlq", durable=True)
+        for ms in sorted({self.spec.delay_ms(n) for n in range(self.spec.retries)} - {0}):
+            await self.channel.declare_queue(
+                f"{self.spec.group}.retry-{ms}",
+                durable=True,
+                arguments={
+                    "x-message-ttl": ms,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": self.spec.group,
+                },
+            )
         self._queue = await self.channel.declare_queue(self.spec.group, durable=True)
         await self._queue.bind(exchange, routing_key=self.spec.pattern)
         self._tag = await self._queue.consume(self._on_message)
 
     async def stop(self) -> None:
-        """Stop consuming, let running handlers finish, abandon backoff waits (those deliveries stay
-        unacked and return to the queue when the channel closes)."""
+        """Stop consuming and let running handlers (and their confirmed republishes) finish."""
         self.closing.set()
         if self._queue is not None and self._tag is not None:
             try:
@@ -173,25 +193,17 @@ class GroupWorker:
     ) -> None:
         headers[ORIGINAL_KEY] = name
         if retry_count < self.spec.retries:
-            if not await self._wait(self.spec.delay(retry_count)):
-                return  # shutting down: the unacked original goes back to the queue
             if message.channel.is_closed:
-                return  # the connection dropped during the delay: the broker requeued the original
+                return  # the connection dropped: the broker requeued the original
             headers[RETRY_COUNT] = retry_count + 1
-            await self._republish(message, headers, self.spec.group, self._count_retry)
+            for key in ("x-death", "x-first-death-reason", "x-first-death-queue", "x-first-death-exchange"):
+                headers.pop(key, None)  # the delay queue's own bookkeeping; each retry starts clean
+            await self._republish(message, headers, self.spec.retry_queue(retry_count), self._count_retry)
         else:
             headers[RETRY_COUNT] = retry_count
             headers["x-error-type"] = type(exc).__qualname__
             headers["x-error-message"] = str(exc)[:1000]
             await self._republish(message, headers, f"{self.spec.group}.dlq", self._count_dead_letter)
-
-    async def _wait(self, delay: float) -> bool:
-        """Sleep ``delay`` seconds; False if the worker started closing meanwhile."""
-        try:
-            await asyncio.wait_for(self.closing.wait(), delay)
-        except TimeoutError:
-            return True
-        return False
 
     async def _republish(
         self, message: AbstractIncomingMessage, headers: dict[str, Any], queue: str, count: Callable[[], None]

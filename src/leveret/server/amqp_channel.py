@@ -16,10 +16,13 @@ from leveret.amqp import methods as m
 from leveret.amqp.constants import ReplyCode
 from leveret.amqp.errors import ProtocolError
 from leveret.amqp.frames import DeliverTemplate, content_frames, encode_shortstr, get_ok_frame, method_frame
-from leveret.amqp.properties import peek_delivery_mode
+from leveret.amqp.properties import WIRE_PROPERTIES, peek_delivery_mode
 from leveret.core.channel import Channel
 from leveret.core.consumer import Consumer
+from leveret.core.errors import BrokerError
 from leveret.core.message import Message
+
+from .amqp_errors import to_protocol_error
 
 if TYPE_CHECKING:
     from .amqp_door import AMQPConnection
@@ -51,6 +54,10 @@ class AMQPChannel:
         if self.conn.client_capabilities.get("consumer_cancel_notify"):
             self.conn.send(self.number, m.BasicCancel(consumer.tag, True))
 
+    def channel_failed(self, error: BrokerError) -> None:
+        if self.number in self.conn.channels:
+            self.conn.channel_failed(self.number, to_protocol_error(error, 0, 0))
+
     # ---------------------------------------------------------------------------- methods
 
     def reply(self, method: m.Method) -> None:
@@ -74,7 +81,7 @@ class AMQPChannel:
             body,
             peek_delivery_mode(properties) == 2,
             wire,
-            self.conn.headers_decoder,
+            WIRE_PROPERTIES,
         )
         queues = self.core.publish(method.exchange, method.routing_key, message, method.mandatory)
         if queues is not None:
@@ -86,7 +93,13 @@ class AMQPChannel:
                     self.conn.note_publish_target(q)
         if self.core.confirm:
             seq = self.publish_seq = self.publish_seq + 1
-            if message.location or self.pending_confirms:
+            if self.core.refused:  # a queue at its length limit with x-overflow reject-publish(-dlx)
+                if self.pending_confirms:
+                    self.pending_confirms.append((-seq, 0))  # nacked in turn, after the acks before it
+                else:
+                    self.conn.flush_confirm(self)
+                    self.conn.send(self.number, m.BasicNack(seq, False, False))
+            elif message.location or self.pending_confirms:
                 # Persistent in a durable queue: confirmed once the store's fsync has covered it
                 # (and anything published after it waits its turn, confirms being cumulative).
                 self.pending_confirms.append((seq, message.location))
@@ -101,7 +114,14 @@ class AMQPChannel:
         pending = self.pending_confirms
         last = 0
         while pending and pending[0][1] < durable:
-            last = pending.popleft()[0]
+            seq = pending.popleft()[0]
+            if seq < 0:  # refused at a queue's length limit: nacked, in order
+                if last:
+                    self.conn.send(self.number, m.BasicAck(last, True))
+                    last = 0
+                self.conn.send(self.number, m.BasicNack(-seq, False, False))
+            else:
+                last = seq
         if last:
             self.conn.send(self.number, m.BasicAck(last, True))
         commits = self.pending_commit_ok

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import platform
 import socket
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from leveret import __version__
@@ -31,13 +31,13 @@ from leveret.amqp.events import (
     ProtocolHeaderReceived,
 )
 from leveret.amqp.frames import HEARTBEAT_FRAME, Chunk
-from leveret.amqp.properties import decode_properties
-from leveret.amqp.wire import read_table
-from leveret.core.broker import Broker
+from leveret.core.broker import Broker, User
 from leveret.core.errors import BrokerError
 from leveret.core.queue import Queue
 from leveret.core.session import Session
 
+from . import alarms, amqp_login
+from .amqp_access import Access
 from .amqp_channel import AMQPChannel
 from .amqp_errors import reply_text, to_protocol_error
 from .config import Config
@@ -54,7 +54,6 @@ CAPABILITIES = {
     "authentication_failure_close": True,
     "per_consumer_qos": True,
 }
-MECHANISMS = b"PLAIN AMQPLAIN"
 CLOSE_OK_TIMEOUT = 3.0
 
 
@@ -68,32 +67,6 @@ def server_properties() -> dict[str, Any]:
         "cluster_name": f"leveret@{socket.gethostname()}",
         "capabilities": CAPABILITIES,
     }
-
-
-def headers_of(properties: bytes) -> Mapping[str, Any] | None:
-    return decode_properties(properties).headers
-
-
-def parse_credentials(mechanism: str, response: bytes) -> tuple[str, str] | None:
-    """PLAIN: ``\\0user\\0password``; AMQPLAIN: a field table body with LOGIN and PASSWORD."""
-    if mechanism == "PLAIN":
-        parts = response.split(b"\x00")
-        if len(parts) != 3:
-            return None
-        return parts[1].decode("utf-8", "replace"), parts[2].decode("utf-8", "replace")
-    if mechanism == "AMQPLAIN":
-        try:
-            table, _ = read_table(len(response).to_bytes(4, "big") + response, 0)
-        except ProtocolError:
-            return None
-        login, password = table.get("LOGIN"), table.get("PASSWORD")
-        if isinstance(login, bytes):
-            login = login.decode("utf-8", "replace")
-        if isinstance(password, bytes):
-            password = password.decode("utf-8", "replace")
-        if isinstance(login, str) and isinstance(password, str):
-            return login, password
-    return None
 
 
 class AMQPConnection(asyncio.Protocol):
@@ -114,7 +87,6 @@ class AMQPConnection(asyncio.Protocol):
         self.channels: dict[int, AMQPChannel] = {}
         self.client_properties: dict[str, Any] = {}
         self.client_capabilities: dict[str, Any] = {}
-        self.headers_decoder = headers_of
         self.frame_max = config.frame_max
         self.heartbeat = 0
         self.peer = "?"
@@ -129,6 +101,15 @@ class AMQPConnection(asyncio.Protocol):
         self._timers: list[asyncio.TimerHandle] = []
         self._reading_paused = False
         self._flow_queues: dict[Queue, int] = {}  # queue -> its delivered count at the last check
+        # Security (server.amqp_login, server.amqp_access): who logged in, from where, what they may do.
+        self.user: User | None = None
+        self.access: Access | None = None
+        self.peer_address = ""
+        self.peer_cert_cn: str | None = None  # CN of a verified TLS client certificate
+        self._held: list[object] | None = None  # input held while a password is being checked
+        self.published = False  # has published: blocked while a resource alarm is in force
+        self.blocked = False
+        self.blocked_notice: str | None = None  # the connection.blocked reason sent, if any
 
     # ------------------------------------------------------------------------------- I/O
 
@@ -143,13 +124,22 @@ class AMQPConnection(asyncio.Protocol):
                 pass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.peer_address = str(peer[0]) if peer else ""
+        if transport.get_extra_info("sslcontext") is not None:
+            self.peer_cert_cn = amqp_login.common_name(transport.get_extra_info("peercert"))
         self.transport.set_write_buffer_limits(high=self.config.write_buffer_high)
         self.registry.add(self)
         self._later(self.config.handshake_timeout, self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
         self._received = True
-        for event in self.proto.receive(data):
+        self._handle_events(iter(self.proto.receive(data)))
+
+    def _handle_events(self, events: Iterator[object]) -> None:
+        if self._held is not None:  # a login is being checked: what follows waits for its answer
+            self._held.extend(events)
+            return
+        for event in events:
             try:
                 self._handle(event)
             except ProtocolError as exc:
@@ -158,12 +148,29 @@ class AMQPConnection(asyncio.Protocol):
                 return
             if self.proto.state is ConnectionState.CLOSING:
                 break  # a hard error: nothing after it is acted on (spec 4.2.4)
+            if self._held is not None:
+                self._held.extend(events)
+                return
         if self._confirms:
             self._send_confirms()
         if self.committer is not None:
             self.committer.poke()
         if self._flow_queues:
             self._apply_flow()
+
+    def hold_input(self) -> None:
+        """Act on nothing more from this client until ``release_input`` (a login is being checked)."""
+        self._held = []
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def release_input(self) -> None:
+        held, self._held = self._held or [], None
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.resume_reading()
+        self._handle_events(iter(held))
+        self._flush()
 
     def write_chunks(self, chunks: Iterable[Chunk]) -> None:
         self._out.extend(chunks)
@@ -237,7 +244,7 @@ class AMQPConnection(asyncio.Protocol):
             else:
                 self._channel_method(event.channel, event.method)
         elif type(event) is ProtocolHeaderReceived:
-            self.send(0, m.ConnectionStart(0, 9, server_properties(), MECHANISMS, b"en_US"))
+            self.send(0, m.ConnectionStart(0, 9, server_properties(), amqp_login.mechanisms(self), b"en_US"))
         elif type(event) is BadProtocolHeaderReceived:
             self.write_chunks((PROTOCOL_HEADER,))
             self.close_transport()
@@ -248,6 +255,11 @@ class AMQPConnection(asyncio.Protocol):
 
     def _publish(self, ch: AMQPChannel, event: ContentReceived) -> None:
         try:
+            assert self.access is not None
+            self.access.publish(event.method.exchange, event.method.routing_key)
+            self.published = True
+            if self.broker.alarms:
+                alarms.block(self, self.broker.alarms)
             ch.publish(event.method, event.properties, event.body, event.wire)
         except BrokerError as exc:
             raise to_protocol_error(exc, 60, 40) from None
@@ -265,6 +277,8 @@ class AMQPConnection(asyncio.Protocol):
             self.send(number, m.ChannelCloseOk())
             return
         try:
+            assert self.access is not None
+            self.access.authorize(method)
             ch.handle(method)
         except BrokerError as exc:
             raise to_protocol_error(exc, method.CLASS_ID, method.METHOD_ID) from None
@@ -320,23 +334,7 @@ class AMQPConnection(asyncio.Protocol):
             self.send(0, m.ConnectionUpdateSecretOk())
 
     def _start_ok(self, method: m.ConnectionStartOk) -> None:
-        self.client_properties = method.client_properties
-        caps = method.client_properties.get("capabilities")
-        self.client_capabilities = caps if isinstance(caps, dict) else {}
-        if method.mechanism not in ("PLAIN", "AMQPLAIN"):
-            raise ProtocolError(ReplyCode.COMMAND_INVALID, f"unknown authentication mechanism '{method.mechanism}'")
-        creds = parse_credentials(method.mechanism, method.response)
-        user = self.broker.authenticate(*creds) if creds else None
-        if user is None:
-            name = creds[0] if creds else "?"
-            log.warning("login refused for user %r from %s (%s)", name, self.peer, method.mechanism)
-            raise ProtocolError(
-                ReplyCode.ACCESS_REFUSED,
-                f"Login was refused using authentication mechanism {method.mechanism}. "
-                "For details see the broker logfile.",
-            )
-        self._user = user
-        self.send(0, m.ConnectionTune(self.config.channel_max, self.config.frame_max, self.config.heartbeat))
+        amqp_login.start(self, method)
 
     def _tune_ok(self, method: m.ConnectionTuneOk) -> None:
         frame_max = method.frame_max or self.config.frame_max
@@ -352,11 +350,25 @@ class AMQPConnection(asyncio.Protocol):
             self._later(self.heartbeat / 2, self._heartbeat_tick)
 
     def _open(self, method: m.ConnectionOpen) -> None:
+        assert self.user is not None  # the state machine allows connection.open only after tune-ok
+        limit = self.config.max_connections
+        if limit and sum(1 for c in self.registry if c.session is not None) >= limit:
+            raise ProtocolError(
+                ReplyCode.NOT_ALLOWED, f"connection refused: node connection limit ({limit}) is reached", 10, 40
+            )
         try:
-            self.session = self.broker.open_session(self._user, method.virtual_host, self.peer)
+            self.session = self.broker.open_session(self.user, method.virtual_host, self.peer)
         except BrokerError as exc:
             raise to_protocol_error(exc, 10, 40) from None
+        self.session.on_forced_close = self._forced_close
+        self.access = Access(self.broker, self.user.name, method.virtual_host, self.config.max_queues_per_vhost)
         self.send(0, m.ConnectionOpenOk())
+
+    def _forced_close(self, reason: str) -> None:
+        """The broker ends this connection (its vhost was deleted): 320, as RabbitMQ does."""
+        self.session = None  # the broker closes it
+        self._fail(0, ProtocolError(ReplyCode.CONNECTION_FORCED, reason))
+        self._flush()
 
     # ---------------------------------------------------------------------------- confirms
 
@@ -379,6 +391,16 @@ class AMQPConnection(asyncio.Protocol):
                 del waiters[ch]
         if not waiters and self.committer is not None:
             self.committer.unlisten(self)
+
+    def flush_confirm(self, ch: AMQPChannel) -> None:
+        """Send ``ch``'s batched ack now (a nack follows it, and acks are cumulative)."""
+        if self._confirms.pop(ch, False) is None:
+            self.send(ch.number, m.BasicAck(ch.confirmable_seq, True))
+
+    def channel_failed(self, number: int, error: ProtocolError) -> None:
+        """The broker closes a channel on its own (consumer timeout)."""
+        self._fail(number, error)
+        self._flush()
 
     def _send_confirms(self) -> None:
         for ch in self._confirms:
@@ -416,7 +438,7 @@ class AMQPConnection(asyncio.Protocol):
             self._later(0.002, self._check_flow)
             return
         self._reading_paused = False
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is not None and not self.transport.is_closing() and not self.blocked:
             self.transport.resume_reading()
 
     # ------------------------------------------------------------------------------ timers
@@ -438,7 +460,7 @@ class AMQPConnection(asyncio.Protocol):
         self._sent = False
         # Not reading (flow control) is not the peer's silence: RabbitMQ pauses its heartbeat monitor
         # while credit flow blocks the reader.
-        self._missed = 0 if self._received or self._reading_paused else self._missed + 1
+        self._missed = 0 if self._received or self._reading_paused or self.blocked else self._missed + 1
         self._received = False
         if self._missed >= 4:  # two heartbeat intervals (ticks are half an interval)
             log.info("missed heartbeats from %s, closing", self.peer)

@@ -12,7 +12,11 @@ class Config:
     hosts: tuple[str, ...] = ("127.0.0.1", "::1")
     amqp_port: int = 5672
     data_dir: str = "./data"
-    http_port: int = 15672  # management door: arrives with the management issue
+    http_port: int = 15672  # management door: API, web UI, /metrics (0 = off)
+    http_max_body: int = 20_000_000  # bytes; larger request bodies get 413 (RabbitMQ's default)
+    stats_interval: float = 5.0  # seconds between flow samples (rates, history, forecasts)
+    stats_history_queues: int = 1000  # queues with 10 minutes of history (others: rates only)
+    metrics_detail: bool = False  # /metrics with per-queue series by default (else ?detail=queues)
     zmq_publish_port: int = 5555  # ZeroMQ door (server.zmq_door); a port of 0 turns that socket off
     zmq_subscribe_port: int = 5556
     zmq_push_port: int = 5557
@@ -29,6 +33,21 @@ class Config:
     segment_size: int = 64 * 1024 * 1024  # message log segment files roll at this size
     memory_limit: int = 0  # bytes; 0 = 40% of physical memory. Transient messages page out above half of it
     journal_compact_after: int = 1000  # compact the definitions journal past this many dead records
+    # Security and limits (issue 7; docs/architecture.md "Security").
+    loopback_users: tuple[str, ...] = ("guest",)  # these users may log in only from a loopback address
+    loopback_addresses: tuple[str, ...] = ()  # the peer addresses counted as loopback; empty: 127/8 and ::1
+    max_connections: int = 0  # open AMQP connections, all vhosts together (0 = no limit)
+    max_queues_per_vhost: int = 0  # for vhosts without a max-queues limit of their own (0 = no limit)
+    amqps_port: int = 5671  # AMQP over TLS, opened when tls_cert and tls_key are set (0 = off)
+    tls_cert: str = ""  # PEM certificate chain of the server
+    tls_key: str = ""  # PEM private key
+    tls_ca: str = ""  # PEM CA bundle that client certificates are verified against
+    tls_verify_peer: bool = False  # ask clients for a certificate (verified against tls_ca)
+    tls_fail_if_no_peer_cert: bool = False  # refuse clients without a valid certificate
+    memory_high_watermark: float = 0.4  # memory alarm at this fraction of RAM (or cgroup limit) if no memory_limit
+    disk_free_limit: int = 50_000_000  # disk alarm when the data directory's file system has less free (bytes)
+    alarm_interval: float = 0.25  # seconds between memory and disk checks
+    consumer_timeout: int = 1_800_000  # ms an unacked delivery may wait (RabbitMQ's default); 0 = off
 
 
 def _convert(name: str, raw: object) -> object:

@@ -2,8 +2,8 @@
 
 Above half the limit (RabbitMQ's default paging ratio) the store is told to page: transient messages
 bound for deep queues are written to the message log and their bodies leave RAM, as persistent ones
-already do. Paging stops again below 40% of the limit. (Blocking publishers at the limit itself, the
-memory alarm, comes with the security-and-limits issue.)
+already do. Paging stops again below 40% of the limit. At the limit itself the memory alarm goes
+off (``server.alarms``: each sample is handed to ``on_sample``, which also checks the disk).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 
 from leveret.store.message_store import MessageStore
 
@@ -28,6 +29,26 @@ def physical_memory() -> int:
         return 8 << 30
 
 
+def cgroup_memory_limit() -> int | None:
+    """The memory limit of this process's cgroup (v2 ``memory.max``, or v1), if there is one."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as fh:
+                raw = fh.read().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and int(raw) < 1 << 60:  # v1 reports "no limit" as a huge number
+            return int(raw)
+    return None
+
+
+def total_memory() -> int:
+    """What the broker may use at most: physical memory, or the cgroup's limit when lower."""
+    physical = physical_memory()
+    limit = cgroup_memory_limit()
+    return min(physical, limit) if limit else physical
+
+
 def resident_bytes() -> int:
     with open("/proc/self/statm", "rb") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -36,9 +57,10 @@ def resident_bytes() -> int:
 class MemoryWatch:
     def __init__(self, store: MessageStore, limit: int, interval: float = 0.25) -> None:
         self.store = store
-        self.limit = limit or int(physical_memory() * DEFAULT_FRACTION)
+        self.limit = limit or int(total_memory() * DEFAULT_FRACTION)
         self.interval = interval
         self._handle: asyncio.TimerHandle | None = None
+        self.on_sample: Callable[[int], None] | None = None  # the alarm watch
 
     def start(self) -> None:
         log.info(
@@ -52,7 +74,12 @@ class MemoryWatch:
         try:
             rss = resident_bytes()
         except OSError:
-            return  # no /proc: no paging of transient messages
+            return  # no /proc: no paging of transient messages, no memory alarm
+        if self.on_sample is not None:
+            try:
+                self.on_sample(rss)
+            except Exception:  # an alarm check must never stop the watch
+                log.exception("alarm check failed")
         paging = self.store.paging
         if not paging and rss > self.limit * PAGE_AT:
             self.store.paging = True

@@ -11,19 +11,25 @@ import signal
 import sys
 import time
 
+from leveret.amqp.properties import WIRE_PROPERTIES
 from leveret.core.broker import Broker
 from leveret.core.message import Message
 from leveret.store.journal import DefinitionsJournal
 from leveret.store.message_store import MessageStore
 
+from .alarms import AlarmWatch
 from .amqp_door import AMQPConnection
 from .config import Config
 from .definitions import restore_definitions, stop_recording
 from .durability import GroupCommitter
-from .memory import MemoryWatch
+from .http import HttpDoor
+from .memory import MemoryWatch, total_memory
+from .tls import enabled as tls_enabled
+from .tls import server_context
 from .zmq_door import ZmqDoor
 
 log = logging.getLogger("leveret")
+TICK = 0.02  # s between runs of the broker's timers (message TTL is honoured to about this)
 
 
 class Server:
@@ -36,8 +42,13 @@ class Server:
         self.store: MessageStore | None = None
         self.committer: GroupCommitter | None = None
         self.memory: MemoryWatch | None = None
+        self.alarms: AlarmWatch | None = None  # memory and disk alarms (Broker.alarms)
+        self._tls_servers: list[asyncio.Server] = []
         self.journal: DefinitionsJournal | None = None
         self.zmq: ZmqDoor | None = None
+        self.http: HttpDoor | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._next_timeout_check = 0.0
         self.exit_code = 0
         self._stop = asyncio.Event()
 
@@ -65,10 +76,16 @@ class Server:
             self._servers.append(srv)
             bound.append(host)
         log.info("AMQP 0-9-1 listening on %s port %d", ", ".join(bound), self.port)
+        if tls_enabled(cfg):
+            await self._listen_tls(bound)
         self.zmq = ZmqDoor(self.broker, cfg, self.committer)
         self.zmq.start()
+        self.http = HttpDoor(self)
+        await self.http.start()
         if self.memory is not None:
             self.memory.start()
+        self.broker.consumer_timeout = cfg.consumer_timeout
+        self._ticker = loop.call_later(TICK, self._tick)
         gc.collect()
         gc.freeze()  # the start-up objects never die; keep the collector off them
         # The fsync thread needs the GIL back to report; the default 5 ms switch interval would add
@@ -86,16 +103,21 @@ class Server:
         report, held = store.open(durable)
         shared: dict[int, Message] | None = {} if len(held) > 1 else None
         restored = 0
-        for uid, positions in held.items():
-            durable[uid].restore(_recovered(positions, shared))
-            restored += len(positions)
         for vh in self.broker.vhosts.values():
             vh.store = store
             for q in vh.queues.values():
                 q.store = store
+        for uid, positions in held.items():
+            durable[uid].restore(_recovered(positions, shared))  # may load messages (priorities, TTL)
+            restored += len(positions)
         self.store = store
+        self.broker.store = store  # for vhosts added at run time
         self.committer = GroupCommitter(store, self._fatal)
-        self.memory = MemoryWatch(store, self.config.memory_limit)
+        cfg = self.config
+        limit = cfg.memory_limit or int(total_memory() * cfg.memory_high_watermark)
+        self.memory = MemoryWatch(store, limit, cfg.alarm_interval)
+        self.alarms = AlarmWatch(self.broker, self.connections, cfg.data_dir, limit, cfg.disk_free_limit)
+        self.memory.on_sample = self.alarms.sample
         log.info(
             "message store: %s stop; %d messages recovered into %d queues in %.3f s (%s)",
             "clean" if clean else "UNCLEAN",
@@ -112,6 +134,32 @@ class Server:
             conn.shutdown(internal_error=True)
         self._stop.set()
 
+    async def _listen_tls(self, hosts: list[str]) -> None:
+        """The AMQPS listener, on the hosts the plain one listens on."""
+        loop = asyncio.get_running_loop()
+        cfg = self.config
+        context = server_context(cfg)
+        for host in hosts:
+            srv = await loop.create_server(
+                lambda: AMQPConnection(self.broker, cfg, self.connections, self.committer),
+                host,
+                self.amqps_port if self._tls_servers else cfg.amqps_port,  # port 0: the same one everywhere
+                reuse_address=True,
+                backlog=1024,
+                ssl=context,
+                ssl_handshake_timeout=cfg.handshake_timeout,
+            )
+            self._tls_servers.append(srv)
+            self._servers.append(srv)
+        log.info("AMQP 0-9-1 over TLS listening on %s port %d", ", ".join(hosts), self.amqps_port)
+
+    @property
+    def amqps_port(self) -> int:
+        for srv in self._tls_servers:
+            for sock in srv.sockets:
+                return int(sock.getsockname()[1])
+        return self.config.amqps_port
+
     @property
     def port(self) -> int:
         for srv in self._servers:
@@ -119,11 +167,30 @@ class Server:
                 return int(sock.getsockname()[1])
         return self.config.amqp_port
 
+    def _tick(self) -> None:
+        """Queue timers (TTL, queue expiry) every TICK; consumer timeouts once a second."""
+        loop = asyncio.get_running_loop()
+        try:
+            self.broker.tick()
+            now = loop.time()
+            if now >= self._next_timeout_check:
+                self._next_timeout_check = now + 1.0
+                self.broker.check_consumer_timeouts()
+            if self.committer is not None:
+                self.committer.poke()  # dead-lettered persistent messages go to disk like any publish
+        except Exception:  # a timer must never stop ticking
+            log.exception("timer tick failed")
+        self._ticker = loop.call_later(TICK, self._tick)
+
     async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self.memory is not None:
             self.memory.stop()
         if self.zmq is not None:
             self.zmq.stop()
+        if self.http is not None:
+            await self.http.stop()
         for srv in self._servers:
             srv.close()
         for conn in list(self.connections):
@@ -155,7 +222,7 @@ def _recovered(positions: list[int], shared: dict[int, Message] | None) -> list[
     for position in positions:
         message = shared.get(position) if shared is not None else None
         if message is None:
-            message = Message("", "", b"", None, persistent=True)
+            message = Message("", "", b"", None, True, b"", WIRE_PROPERTIES)
             message.location = position
             message.recovered = True
             if shared is not None:

@@ -56,12 +56,11 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from leveret.amqp.properties import BasicProperties, encode_properties
+from leveret.amqp.properties import WIRE_PROPERTIES, BasicProperties, encode_properties
 from leveret.core.broker import Broker, User
 from leveret.core.errors import BrokerError
 from leveret.core.message import Message
 
-from .amqp_door import headers_of
 from .config import Config
 
 if TYPE_CHECKING:
@@ -76,7 +75,7 @@ log = logging.getLogger("leveret.zmq")
 BATCH = 256  # messages per socket per loop turn before giving other work a chance
 SOURCE_HEADER = "x-leveret-source"
 FRAMES_HEADER = "x-zmq-frames"
-_USER = User("leveret-zmq-door", "", (), ("/",))
+_USER = User("leveret-zmq-door")
 _PLAIN_PROPERTIES = encode_properties(BasicProperties(headers={SOURCE_HEADER: "zmq"}, delivery_mode=2))
 # The encoded table entry ``x-leveret-source: "zmq"`` as it appears inside raw properties.
 _MARK = bytes([len(SOURCE_HEADER)]) + SOURCE_HEADER.encode() + b"S\x00\x00\x00\x03zmq"
@@ -126,7 +125,7 @@ class ZmqDoor:
         except BrokerError as exc:  # e.g. an exchange of that name but another type
             log.error("ZeroMQ door off: cannot declare exchange '%s': %s", self.exchange, exc)
             return
-        self._session = self.broker.open_session(_USER, "/", "zmq-door")
+        self._session = self.broker.open_session(_USER, "/", "zmq-door", internal=True)
         self._channel = self._session.open_channel(1, self)
         self._ctx = zmq.Context()
         self._xsub = self._bind(zmq.XSUB, cfg.zmq_publish_port, "XSUB (publish)")
@@ -269,7 +268,7 @@ class ZmqDoor:
     def _publish(self, key: str, properties: bytes, body: bytes) -> None:
         channel = self._channel
         assert channel is not None
-        message = Message(self.exchange, key, properties, body, True, b"", headers_of)
+        message = Message(self.exchange, key, properties, body, True, b"", WIRE_PROPERTIES)
         try:
             queues = channel.publish(self.exchange, key, message, False)
         except BrokerError as exc:  # the exchange was deleted by an AMQP client
@@ -299,3 +298,6 @@ class ZmqDoor:
 
     def consumer_cancelled(self, consumer: Consumer) -> None:
         log.warning("ZeroMQ door: its AMQP queue was deleted; AMQP messages no longer reach ZeroMQ")
+
+    def channel_failed(self, error: BrokerError) -> None:
+        log.error("ZeroMQ door: its channel failed: %s", error.text)  # no-ack consumer: no timeout applies

@@ -50,8 +50,9 @@ class LeveretBroker:
 
     host = "127.0.0.1"
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **settings: object) -> None:
         self.data_dir = Path(data_dir)
+        self.settings = settings  # Config fields to override (limits, TLS, loopback_addresses, ...)
         self.port = 0
         self.startup_seconds = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -64,10 +65,11 @@ class LeveretBroker:
         return f"amqp://guest:guest@{self.host}:{self.port}/"
 
     @classmethod
-    def start(cls, data_dir: Path) -> LeveretBroker:
-        """Start a broker and return once its AMQP port accepts connections."""
+    def start(cls, data_dir: Path, **settings: object) -> LeveretBroker:
+        """Start a broker and return once its AMQP port accepts connections; ``settings`` override
+        fields of its ``Config``."""
         began = time.perf_counter()
-        broker = cls(data_dir)
+        broker = cls(data_dir, **settings)
         broker._start()
         broker.startup_seconds = time.perf_counter() - began
         return broker
@@ -77,14 +79,17 @@ class LeveretBroker:
         from leveret.server.runtime import Server
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = Config(
-            hosts=(self.host,),
-            amqp_port=0,
-            data_dir=str(self.data_dir),
-            zmq_publish_port=0,  # 0 turns each ZeroMQ socket off: the door binds nothing
-            zmq_subscribe_port=0,
-            zmq_push_port=0,
-        )
+        settings: dict[str, object] = {
+            "hosts": (self.host,),
+            "amqp_port": 0,
+            "data_dir": str(self.data_dir),
+            "zmq_publish_port": 0,  # 0 turns each ZeroMQ socket off: the door binds nothing
+            "zmq_subscribe_port": 0,
+            "zmq_push_port": 0,
+            "http_port": 0,  # the HTTP door off: 15672 may belong to a developer's broker
+            **self.settings,
+        }
+        config = Config(**settings)  # type: ignore[arg-type]
         loop = asyncio.new_event_loop()
         started: concurrent.futures.Future[Server] = concurrent.futures.Future()
 
