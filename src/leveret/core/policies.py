@@ -1,6 +1,7 @@
 """Policies: named settings applied to the queues and exchanges whose names match a pattern.
 
-As RabbitMQ: a policy has a regular-expression ``pattern`` (searched in the name), ``apply_to``
+As RabbitMQ: a policy has a regular-expression ``pattern`` (searched in the name, in linear time by
+``core.safe_regex``), ``apply_to``
 (``queues``, ``classic_queues``, ``quorum_queues``, ``exchanges`` or ``all``), a ``priority`` and a
 ``definition``; the one policy that applies to an object is the matching one with the highest
 priority (ties: the name that sorts first). What a queue then does is resolved in ``Queue.configure``:
@@ -9,12 +10,12 @@ for numeric limits the lower of argument and policy wins, otherwise the argument
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import errors
+from .safe_regex import SafePattern
 
 APPLY_TO = ("all", "queues", "classic_queues", "quorum_queues", "exchanges")
 
@@ -70,15 +71,15 @@ class Policy:
     definition: dict[str, Any]
     priority: int = 0
     apply_to: str = "all"
-    regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    regex: SafePattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self.regex = re.compile(self.pattern)
+        self.regex = SafePattern(self.pattern)  # linear time, like permission patterns (core.safe_regex)
 
     def applies(self, kind: str, name: str, queue_type: str = "classic") -> bool:
         """``kind`` is "queue" or "exchange"."""
         wanted = {"all", "queues", f"{queue_type}_queues"} if kind == "queue" else {"all", "exchanges"}
-        return self.apply_to in wanted and self.regex.search(name) is not None
+        return self.apply_to in wanted and self.regex.search(name)
 
     def as_dict(self, vhost: str) -> dict[str, Any]:
         return {
@@ -112,7 +113,7 @@ def make_policy(
             raise errors.precondition_failed(f"Validation failed: {value!r} is not a valid value for '{key}'")
     try:
         return Policy(name, pattern, dict(definition), priority, apply_to)
-    except re.error as exc:
+    except ValueError as exc:
         reason = f"Validation failed: pattern {pattern!r} is not a valid regex: {exc}"
         raise errors.precondition_failed(reason) from None
 

@@ -129,6 +129,7 @@ class Queue:
         self.max_length: int | None = None
         self.max_length_bytes: int | None = None
         self.overflow = "drop-head"
+        self.refusing = False  # reject-publish(-dlx) with a length limit: publishes may be refused
         self.dead_letter_exchange: str | None = None
         self.dead_letter_routing_key: str | None = None
         self.delivery_limit: int | None = None
@@ -155,6 +156,9 @@ class Queue:
         self.max_length = _lowest(args.get("x-max-length"), pol.get("max-length"))
         self.max_length_bytes = _lowest(args.get("x-max-length-bytes"), pol.get("max-length-bytes"))
         self.overflow = str(args.get("x-overflow", pol.get("overflow", "drop-head")))
+        self.refusing = self.overflow != "drop-head" and (
+            self.max_length is not None or self.max_length_bytes is not None
+        )
         dlx = args.get("x-dead-letter-exchange", pol.get("dead-letter-exchange"))
         self.dead_letter_exchange = dlx if isinstance(dlx, str) else None
         dlrk = args.get("x-dead-letter-routing-key", pol.get("dead-letter-routing-key"))
@@ -235,7 +239,7 @@ class Queue:
     def rejects(self, message: Message) -> bool:
         """With ``x-overflow`` reject-publish(-dlx): True if ``message`` would take the queue over a
         length limit (then it is refused, not enqueued)."""
-        if self.overflow == "drop-head":
+        if not self.refusing:
             return False
         if self.max_length is not None and self.message_count() >= self.max_length:
             return True

@@ -474,13 +474,13 @@ class VirtualHost:
         (``x-overflow`` reject-publish or reject-publish-dlx at its limit)."""
         refused = False
         for q in queues:
-            if q.overflow != "drop-head" and q.rejects(message):
+            if q.refusing and q.rejects(message):
                 refused = True
                 break
         if refused:
             kept = []
             for q in queues:
-                if q.overflow != "drop-head" and q.rejects(message):
+                if q.rejects(message):
                     q.stats_dropped += 1
                     if q.overflow == "reject-publish-dlx" and q.dead_letter_exchange is not None:
                         q.stats_dead_lettered += 1

@@ -255,12 +255,15 @@ class AMQPConnection(asyncio.Protocol):
 
     def _publish(self, ch: AMQPChannel, event: ContentReceived) -> None:
         try:
-            assert self.access is not None
-            self.access.publish(event.method.exchange, event.method.routing_key)
+            access = self.access
+            assert access is not None
+            method = event.method
+            if access.version != self.broker.access_version or method.exchange not in access.writable:
+                access.publish(method.exchange, method.routing_key)  # not a cached decision
             self.published = True
             if self.broker.alarms:
                 alarms.block(self, self.broker.alarms)
-            ch.publish(event.method, event.properties, event.body, event.wire)
+            ch.publish(method, event.properties, event.body, event.wire)
         except BrokerError as exc:
             raise to_protocol_error(exc, 60, 40) from None
 
