@@ -625,3 +625,33 @@ def test_direct_reply_to_needs_no_ack_and_a_consumer(conn: pika.BlockingConnecti
         ch.queue_declare("", exclusive=True)
     assert info.value.reply_code == 406
     assert "fast reply consumer does not exist" in info.value.reply_text
+
+
+# ------------------------------------------------------------------------------ across restarts
+
+
+@leveret_only
+@pytest.mark.parametrize("kind", ["queue-ttl", "message-ttl", "priority-queue"])
+def test_ttl_deadlines_survive_a_restart(fresh_broker: Any, kind: str) -> None:
+    """A persistent message's enqueue time is stored with it (a PUBLISH_AT record): after a restart
+    it expires when it would have, not one TTL later."""
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", fresh_broker.port))
+    ch = conn.channel()
+    args: dict[str, Any] = {"x-message-ttl": 1500} if kind == "queue-ttl" else {}
+    if kind == "priority-queue":
+        args["x-max-priority"] = 5
+    ch.queue_declare("timed", durable=True, arguments=args)
+    ch.queue_declare("untimed", durable=True)
+    expiration = None if kind == "queue-ttl" else "1500"
+    started = time.monotonic()
+    ch.basic_publish("", "timed", b"t", pika.BasicProperties(delivery_mode=2, expiration=expiration, priority=1))
+    ch.basic_publish("", "untimed", b"u", pika.BasicProperties(delivery_mode=2))
+    conn.close()
+    time.sleep(0.9)
+    fresh_broker.restart(kill=True)
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", fresh_broker.port))
+    ch = conn.channel()
+    wait_until(lambda: count(ch, "timed") == 0, timeout=10)
+    assert time.monotonic() - started < 1500 / 1000 + 1.2  # not a fresh 1.5 s after the restart
+    assert count(ch, "untimed") == 1
+    conn.close()

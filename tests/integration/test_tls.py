@@ -6,6 +6,7 @@ certificate for 127.0.0.1/localhost, and client certificates (CN = the user name
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import ssl
@@ -177,5 +178,30 @@ def test_fail_if_no_peer_cert(certs: Path, tmp_path: Path) -> None:
         with pytest.raises(pika.exceptions.AMQPConnectionError):
             _pika(port, _client_context(certs))
         _pika(port, _client_context(certs, "tlsuser")).close()  # guest/guest with a valid certificate
+    finally:
+        broker.stop()
+
+
+def test_management_api_over_https(certs: Path, tmp_path: Path) -> None:
+    """``--https-port``: the management door with the server certificate (RabbitMQ's 15671)."""
+    import base64
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    broker = LeveretBroker.start(
+        tmp_path / "https", https_port=port, tls_cert=str(certs / "server.pem"), tls_key=str(certs / "server.key")
+    )
+    try:
+        request = urllib.request.Request(
+            f"https://localhost:{port}/api/overview",
+            headers={"authorization": "Basic " + base64.b64encode(b"guest:guest").decode()},
+        )
+        with urllib.request.urlopen(request, context=_client_context(certs), timeout=10) as response:
+            assert response.status == 200
+            assert json.loads(response.read())["product_name"] == "Leveret"
+        with pytest.raises(OSError):  # plain HTTP on the TLS port gets no answer it could read
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/overview", timeout=5)
     finally:
         broker.stop()

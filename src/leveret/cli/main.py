@@ -63,6 +63,7 @@ def _security_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-cert", help="PEM certificate (chain) of the server")
     p.add_argument("--tls-key", help="PEM private key of the server")
     p.add_argument("--tls-ca", help="PEM CA bundle client certificates are verified against")
+    p.add_argument("--https-port", type=int, help="management API and UI over TLS with --tls-cert/--tls-key (0 = off)")
     p.add_argument("--tls-verify-peer", action="store_true", default=None, help="ask clients for a certificate")
     p.add_argument(
         "--tls-fail-if-no-peer-cert",

@@ -22,6 +22,9 @@ class MessageStore(Protocol):
     paging: bool
     """True while the broker is under memory pressure: transient messages of deep queues page out."""
 
+    recovered_timed: set[int]
+    """Positions of recovered messages that were stored with an enqueue time (TTL applies)."""
+
     def page(self, message: Message, queues: Sequence[Queue]) -> None:
         """Write a transient message so it can leave memory; one reference per queue, never recovered."""
         ...

@@ -222,7 +222,7 @@ class Queue:
             self._timed = True  # the queue checks its head for expiry from now on
             self._plain = False
         now = self.owner.now()
-        if self._timed:
+        if self._timed and not message.enqueued_at:  # set already if stored (VirtualHost.publish_to)
             message.enqueued_at = now
         self._push(message)
         self.ready_bytes += message.size
@@ -247,24 +247,40 @@ class Queue:
 
     def restore(self, messages: Iterable[Message]) -> None:
         """Messages recovered from disk after a restart, in their original order."""
+        store = self.store
         if self._plain and not self.max_priority:
+            timed = store.recovered_timed if store is not None else ()
             for message in messages:
-                self._ready.append(message)
+                if message.location in timed:  # it has an expiration of its own: general path
+                    self._restore_one(message, self.owner.now())
+                else:
+                    self._ready.append(message)
+            self._schedule()
             return
         now = self.owner.now()
         for message in messages:
-            if self.store is not None and message.body is None:
-                self.store.load(message)  # its priority, expiration and size are in there
-                peek = message.codec.peek(message.properties)
-                if peek is not None:
-                    message.priority = peek[1] or 0
-                message.size = len(message.body or b"")
-            message.enqueued_at = now  # TTL counts from the restart (the log keeps no enqueue time)
-            self._push(message)
-            self.ready_bytes += message.size
-            if self.message_count() > self.page_after:
-                message.page_out()
+            self._restore_one(message, now)
         self._schedule()
+
+    def _restore_one(self, message: Message, now: float) -> None:
+        """A recovered message on the general path: loaded once for its priority, TTL and size."""
+        if self.store is not None and message.body is None:
+            self.store.load(message)  # its priority, expiration and size are in there
+            peek = message.codec.peek(message.properties)
+            if peek is not None:
+                message.priority = peek[1] or 0
+                if peek[0] is not None and peek[0].isdigit():
+                    message.ttl = int(peek[0])
+                    if not self._timed:
+                        self._timed = True
+                        self._plain = False
+            message.size = len(message.body or b"")
+        if not message.enqueued_at:  # a PUBLISH_AT record gave it back; else TTL counts from now
+            message.enqueued_at = now
+        self._push(message)
+        self.ready_bytes += message.size
+        if self.message_count() > self.page_after:
+            message.page_out()
 
     def _load(self, message: Message) -> None:
         assert self.store is not None, "only stored messages are paged out"

@@ -493,6 +493,8 @@ class VirtualHost:
             if message.persistent:
                 durable = [q for q in queues if q.durable]
                 if durable:
+                    if message.ttl >= 0 or any(q.ttl is not None for q in durable):
+                        message.enqueued_at = self.clock.now()  # stored: the TTL survives a restart
                     store.publish(message, durable)
             elif store.paging and any(q.message_count() >= q.page_after for q in queues):
                 store.page(message, queues)

@@ -44,6 +44,7 @@ class Config:
     tls_ca: str = ""  # PEM CA bundle that client certificates are verified against
     tls_verify_peer: bool = False  # ask clients for a certificate (verified against tls_ca)
     tls_fail_if_no_peer_cert: bool = False  # refuse clients without a valid certificate
+    https_port: int = 0  # the management door over TLS with tls_cert/tls_key (RabbitMQ uses 15671); 0 = off
     memory_high_watermark: float = 0.4  # memory alarm at this fraction of RAM (or cgroup limit) if no memory_limit
     disk_free_limit: int = 50_000_000  # disk alarm when the data directory's file system has less free (bytes)
     alarm_interval: float = 0.25  # seconds between memory and disk checks

@@ -37,3 +37,14 @@ def server_context(config: Config) -> ssl.SSLContext:
     elif config.tls_verify_peer:
         context.verify_mode = ssl.CERT_OPTIONAL
     return context
+
+
+def http_context(config: Config) -> ssl.SSLContext:
+    """The management door's HTTPS: the server certificate and the same protocol and cipher floor;
+    clients are not asked for certificates (HTTP basic auth identifies them)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_TICKET
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context

@@ -7,6 +7,9 @@ Record payloads (little-endian; the framing, length + CRC32C, is ``records``'s):
   queues it reached. The message's id is its log position.
 - ``ACKS``: ``u8 2 | u32 queue uid | n x u64 position``: that queue no longer holds those messages
   (acked, rejected, purged). Written lazily, in batches, always after the records they refer to.
+- ``PUBLISH_AT``: as ``PUBLISH`` with type 4 and an ``f64`` enqueue time (Unix seconds) after the
+  queue uids: a message bound for a queue with a TTL, or with its own expiration, so that its
+  deadline survives a restart.
 - ``PAGED``: as ``PUBLISH`` with type 3 and no queue uids: a transient message written out under
   memory pressure so its queue can drop the body from RAM. Never fsynced for its own sake, never
   recovered (recovery skips the type).
@@ -30,10 +33,12 @@ from .segments import RecoveryReport, SegmentLog
 PUBLISH = 1
 ACKS = 2
 PAGED = 3
+PUBLISH_AT = 4
 ROLL_WHEN_DRAINED = 1024 * 1024  # a drained log starts a new segment once the current one is this big
 _PUB_HEAD = struct.Struct("<BH")
 _U32 = struct.Struct("<I")
 _ACK_HEAD = struct.Struct("<BI")
+_F64 = struct.Struct("<d")
 
 
 class StoredMessage(Protocol):
@@ -42,6 +47,7 @@ class StoredMessage(Protocol):
     properties: bytes
     body: bytes | None
     location: int
+    enqueued_at: float
 
 
 class StoringQueue(Protocol):
@@ -49,11 +55,21 @@ class StoringQueue(Protocol):
 
 
 def encode_publish(
-    uids: Sequence[int], exchange: str, routing_key: str, properties: bytes, body: bytes, kind: int = PUBLISH
+    uids: Sequence[int],
+    exchange: str,
+    routing_key: str,
+    properties: bytes,
+    body: bytes,
+    kind: int = PUBLISH,
+    enqueued_at: float = 0.0,
 ) -> bytes:
     ex = exchange.encode("utf-8", "surrogateescape")
     rk = routing_key.encode("utf-8", "surrogateescape")
+    if enqueued_at and kind == PUBLISH:
+        kind = PUBLISH_AT
     head = _PUB_HEAD.pack(kind, len(uids)) + struct.pack(f"<{len(uids)}I", *uids)
+    if kind == PUBLISH_AT:
+        head += _F64.pack(enqueued_at)
     return b"".join((head, bytes((len(ex),)), ex, bytes((len(rk),)), rk, _U32.pack(len(properties)), properties, body))
 
 
@@ -65,11 +81,13 @@ def publish_uids(payload: bytes) -> tuple[int, ...]:
 def decode_publish(payload: bytes) -> tuple[list[int], str, str, bytes, bytes]:
     """(queue uids, exchange, routing key, properties, body) of a PUBLISH payload."""
     kind, n = _PUB_HEAD.unpack_from(payload, 0)
-    if kind not in (PUBLISH, PAGED):
-        raise ValueError(f"record type {kind} is not PUBLISH or PAGED")
+    if kind not in (PUBLISH, PAGED, PUBLISH_AT):
+        raise ValueError(f"record type {kind} is not PUBLISH, PUBLISH_AT or PAGED")
     o = 3
     uids = list(struct.unpack_from(f"<{n}I", payload, o))
     o += 4 * n
+    if kind == PUBLISH_AT:
+        o += 8
     exlen = payload[o]
     exchange = payload[o + 1 : o + 1 + exlen].decode("utf-8", "surrogateescape")
     o += 1 + exlen
@@ -80,6 +98,12 @@ def decode_publish(payload: bytes) -> tuple[list[int], str, str, bytes, bytes]:
     o += 4
     properties = payload[o : o + plen]
     return uids, exchange, routing_key, properties, payload[o + plen :]
+
+
+def publish_time(payload: bytes) -> float:
+    """The enqueue time of a PUBLISH_AT payload; 0.0 for the other kinds."""
+    kind, n = _PUB_HEAD.unpack_from(payload, 0)
+    return float(_F64.unpack_from(payload, 3 + 4 * n)[0]) if kind == PUBLISH_AT else 0.0
 
 
 def encode_acks(uid: int, positions: Sequence[int]) -> bytes:
@@ -101,6 +125,7 @@ class MessageStore:
         self._empty: set[int] = set()  # segments with nothing live, not yet released to the log
         self.appended = 0  # records appended since start (for the committer: anything new?)
         self.paging = False  # set by the broker's memory monitor: transient messages page out
+        self.recovered_timed: set[int] = set()  # positions of PUBLISH_AT records found by open()
 
     # ---------------------------------------------------------------------------- recovery
 
@@ -112,7 +137,9 @@ class MessageStore:
         held: dict[int, dict[int, None]] = {uid: {} for uid in wanted}
         for position, payload in self.log.records():
             kind = payload[0] if payload else 0
-            if kind == PUBLISH:
+            if kind in (PUBLISH, PUBLISH_AT):
+                if kind == PUBLISH_AT:
+                    self.recovered_timed.add(position)
                 for uid in publish_uids(payload):
                     queue = held.get(uid)
                     if queue is not None:
@@ -145,7 +172,9 @@ class MessageStore:
     def _append(self, message: StoredMessage, uids: list[int], references: int, kind: int) -> None:
         """Write the message's record; ``references`` queues now hold it (the segment's live count)."""
         assert message.body is not None
-        payload = encode_publish(uids, message.exchange, message.routing_key, message.properties, message.body, kind)
+        payload = encode_publish(
+            uids, message.exchange, message.routing_key, message.properties, message.body, kind, message.enqueued_at
+        )
         position = self.log.append(payload)
         message.location = position
         seg = position >> 32
@@ -166,9 +195,11 @@ class MessageStore:
         self._unref(message.location)
 
     def load(self, message: StoredMessage) -> None:
-        _uids, message.exchange, message.routing_key, message.properties, message.body = decode_publish(
-            self.log.read(message.location)
-        )
+        payload = self.log.read(message.location)
+        _uids, message.exchange, message.routing_key, message.properties, message.body = decode_publish(payload)
+        at = publish_time(payload)
+        if at:
+            message.enqueued_at = at
 
     # ------------------------------------------------------------------------ group commit
 

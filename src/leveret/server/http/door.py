@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import time
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from leveret.core.errors import BrokerError
 
+from ..tls import http_context
 from . import auth
 from .errors import HttpError, from_broker, not_found
 from .flow import FlowSampler
@@ -68,22 +70,31 @@ class HttpDoor:
     async def start(self) -> None:
         from . import api, api_admin, api_messages  # noqa: F401  (they register their routes)
 
-        if self.config.http_port <= 0:
+        cfg = self.config
+        https = cfg.https_port > 0 and bool(cfg.tls_cert and cfg.tls_key)
+        if cfg.http_port <= 0 and not https:
             return
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        hosts = list(self.config.hosts)
-        for host in hosts:
-            site = web.TCPSite(self._runner, host, self.config.http_port, reuse_address=True)
-            try:
-                await site.start()
-            except OSError as exc:
-                if len(hosts) > 1 and host == "::1":
-                    log.warning("HTTP: not listening on %s: %s", host, exc)
-                    continue
-                raise
+        hosts = list(cfg.hosts)
+        listeners: list[tuple[int, ssl.SSLContext | None]] = []
+        if cfg.http_port > 0:
+            listeners.append((cfg.http_port, None))
+        if https:
+            listeners.append((cfg.https_port, http_context(cfg)))
+        for port, context in listeners:
+            for host in hosts:
+                site = web.TCPSite(self._runner, host, port, reuse_address=True, ssl_context=context)
+                try:
+                    await site.start()
+                except OSError as exc:
+                    if len(hosts) > 1 and host == "::1":
+                        log.warning("HTTP: not listening on %s: %s", host, exc)
+                        continue
+                    raise
+            kind = "HTTPS" if context is not None else "HTTP"
+            log.info("%s management listening on %s port %d", kind, ", ".join(hosts), port)
         self.flow.start()
-        log.info("HTTP management listening on %s port %d", ", ".join(hosts), self.config.http_port)
 
     async def stop(self) -> None:
         await self.flow.stop()
