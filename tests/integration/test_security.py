@@ -171,6 +171,20 @@ def test_opening_a_vhost_without_permission_is_530(lb: LeveretBroker) -> None:
     conn.close()
 
 
+def test_deleting_a_user_closes_its_connections(lb: LeveretBroker) -> None:
+    """RabbitMQ 3.7+: the connections of a deleted user are closed with 320."""
+    lb.call(lambda s: s.broker.add_user("leaver", "pw"))
+    lb.call(lambda s: s.broker.set_permissions("leaver", "/", ".*", ".*", ".*"))
+    gone, stays = connect(lb.port, "leaver", "pw"), connect(lb.port)
+    lb.call(lambda s: s.broker.delete_user("leaver"))
+    with pytest.raises(pika.exceptions.ConnectionClosedByBroker) as info:
+        gone.process_data_events(time_limit=2)
+        gone.channel()
+    assert info.value.reply_code == 320 and "user 'leaver' is deleted" in info.value.reply_text
+    assert stays.channel().queue_declare("", exclusive=True).method.queue
+    stays.close()
+
+
 def test_vhosts_are_separate_and_deleting_one_closes_its_connections(lb: LeveretBroker) -> None:
     lb.call(lambda s: s.broker.add_vhost("/tmp-v"))
     lb.call(lambda s: s.broker.set_permissions("guest", "/tmp-v", ".*", ".*", ".*"))

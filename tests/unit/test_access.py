@@ -3,6 +3,7 @@ definitions log (replay and snapshot), and the linear-time permission patterns. 
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import time
@@ -77,29 +78,38 @@ def test_damaged_or_empty_hashes_match_nothing(stored: str, algorithm: str) -> N
 
 
 def test_refusal_costs_the_same_for_unknown_users_and_wrong_passwords(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(auth, "ITERATIONS", 100_000)  # the dummy run follows the configured cost
+    """Each refusal is exactly one full PBKDF2 run, whoever asks (counted, not timed: deterministic)."""
+    monkeypatch.setattr(auth, "ITERATIONS", 1000)  # the dummy run follows the configured cost
     broker = Broker()
     broker.add_user("known", "pw")
     broker.add_user("imported", None, password_hash=auth.rabbit_hash("pw"), hashing_algorithm=auth.RABBIT_SHA256)
+    runs: list[int] = []
+    real = hashlib.pbkdf2_hmac
 
-    def cost(name: str) -> float:
-        started = time.perf_counter()
-        for _ in range(3):
-            assert broker.authenticate(name, "wrong") is None
-        return time.perf_counter() - started
+    def counting(name: str, password: bytes, salt: bytes, iterations: int, dklen: int | None = None) -> bytes:
+        runs.append(iterations)
+        return real(name, password, salt, iterations, dklen)
 
-    cost("known")  # warm up
-    times = {name: min(cost(name) for _ in range(2)) for name in ("known", "nobody", "imported")}
-    fastest, slowest = min(times.values()), max(times.values())
-    assert slowest < fastest * 1.6, times  # each refusal is one full PBKDF2 run, whoever asks
+    monkeypatch.setattr(auth.hashlib, "pbkdf2_hmac", counting)
+    for name in ("known", "nobody", "imported"):
+        runs.clear()
+        assert broker.authenticate(name, "wrong") is None
+        assert runs == [1000], (name, runs)
 
 
-def test_a_successful_login_is_remembered_but_a_wrong_password_never_is() -> None:
+def test_a_successful_login_is_remembered_but_a_wrong_password_never_is(monkeypatch: pytest.MonkeyPatch) -> None:
     broker = Broker()
     assert broker.authenticate("guest", "guest") is broker.users["guest"]
-    started = time.perf_counter()
+    runs: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def counting(name: str, password: bytes, salt: bytes, iterations: int, dklen: int | None = None) -> bytes:
+        runs.append(iterations)
+        return real(name, password, salt, iterations, dklen)
+
+    monkeypatch.setattr(auth.hashlib, "pbkdf2_hmac", counting)
     assert broker.authenticate("guest", "guest") is not None
-    assert time.perf_counter() - started < 0.01  # the cache, not the KDF
+    assert runs == []  # the cache, not the KDF
     assert broker.authenticate("guest", "Guest") is None
     broker.change_password("guest", "new")
     assert broker.authenticate("guest", "guest") is None  # the cache is keyed by the stored hash too

@@ -55,7 +55,7 @@ _HEADER_HEAD = struct.Struct(">BHIHHQ")  # frame head + class id, weight, body s
 # Publishes repeat their exchange, routing key and properties: what was decoded or checked once is
 # remembered (bounded; these are pure functions of the bytes, so one cache serves every connection).
 _CACHE_SIZE = 1024
-_PUBLISHES: dict[bytes, tuple[str, str, bool, bool]] = {}
+_PUBLISHES: dict[bytes, m.BasicPublish] = {}  # shared, never mutated: one object per distinct method
 _VALID_PROPERTIES: set[bytes] = set()
 
 
@@ -297,17 +297,16 @@ class ServerConnection:
         if properties not in _VALID_PROPERTIES and not _validated(properties):
             return 0
         raw = data[start + 4 : stop]  # ticket, exchange, routing key, bits: the same for many publishes
-        decoded = _PUBLISHES.get(raw)
-        if decoded is None:
+        method = _PUBLISHES.get(raw)
+        if method is None:
             try:
                 method = _decode_publish(memoryview(data)[start:stop])
             except ProtocolError:
                 return 0
-            decoded = _PUBLISHES[raw] = (method.exchange, method.routing_key, method.mandatory, method.immediate)
-            if len(_PUBLISHES) > _CACHE_SIZE:
+            method.ticket = 0
+            if len(_PUBLISHES) >= _CACHE_SIZE:
                 _PUBLISHES.clear()
-        exchange, routing_key, mandatory, immediate = decoded
-        method = m.BasicPublish(0, exchange, routing_key, mandatory, immediate)
+            _PUBLISHES[raw] = method
         events.append(ContentReceived(channel, method, properties, data[body + 7 : after - 1], raw[2:-1]))
         return after
 

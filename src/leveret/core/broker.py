@@ -133,6 +133,10 @@ class Broker:
         for tkey in [k for k in self.topic_permissions if k[0] == name]:
             del self.topic_permissions[tkey]
         self._changed(defs.delete_user(name))
+        # As RabbitMQ (3.7+): the deleted user's connections are closed (320).
+        for session in [s for s in self.sessions if s.user.name == name and not s.internal]:
+            session.force_close(f"user '{name}' is deleted")
+            self.close_session(session)
 
     def change_password(self, name: str, password: str | None) -> User:
         user = self.user(name)

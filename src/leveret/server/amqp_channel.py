@@ -79,7 +79,7 @@ class AMQPChannel:
             method.routing_key,
             properties,
             body,
-            peek_delivery_mode(properties) == 2,
+            bool(properties[0] & 0x10) and peek_delivery_mode(properties) == 2,  # 0x10: the delivery-mode flag
             wire,
             WIRE_PROPERTIES,
         )
