@@ -55,19 +55,23 @@ _HEADER_HEAD = struct.Struct(">BHIHHQ")  # frame head + class id, weight, body s
 # Publishes repeat their exchange, routing key and properties: what was decoded or checked once is
 # remembered (bounded; these are pure functions of the bytes, so one cache serves every connection).
 _CACHE_SIZE = 1024
-_PUBLISHES: dict[bytes, m.BasicPublish] = {}  # shared, never mutated: one object per distinct method
-_VALID_PROPERTIES: set[bytes] = set()
+# Values are shared, never mutated: one method object and one ``wire`` (exchange + routing key bytes)
+# per distinct method, one bytes object per distinct property list, so a backlog of messages that
+# arrived alike holds one copy of each instead of one per message.
+_PUBLISHES: dict[bytes, tuple[m.BasicPublish, bytes]] = {}
+_VALID_PROPERTIES: dict[bytes, bytes] = {}
 
 
-def _validated(properties: bytes) -> bool:
+def _validated(properties: bytes) -> bytes | None:
+    """The canonical copy of a well-formed property list, or None."""
     try:
         validate_properties(properties)
     except ProtocolError:
-        return False
+        return None
     if len(_VALID_PROPERTIES) >= _CACHE_SIZE:
         _VALID_PROPERTIES.clear()
-    _VALID_PROPERTIES.add(properties)
-    return True
+    _VALID_PROPERTIES[properties] = properties
+    return properties
 
 
 DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
@@ -294,11 +298,12 @@ class ServerConnection:
         if data[body - 1] != FRAME_END or data[after - 1] != FRAME_END:
             return 0
         properties = data[head + 19 : body - 1]
-        if properties not in _VALID_PROPERTIES and not _validated(properties):
+        canonical = _VALID_PROPERTIES.get(properties) or _validated(properties)
+        if canonical is None:
             return 0
         raw = data[start + 4 : stop]  # ticket, exchange, routing key, bits: the same for many publishes
-        method = _PUBLISHES.get(raw)
-        if method is None:
+        known = _PUBLISHES.get(raw)
+        if known is None:
             try:
                 method = _decode_publish(memoryview(data)[start:stop])
             except ProtocolError:
@@ -306,8 +311,8 @@ class ServerConnection:
             method.ticket = 0
             if len(_PUBLISHES) >= _CACHE_SIZE:
                 _PUBLISHES.clear()
-            _PUBLISHES[raw] = method
-        events.append(ContentReceived(channel, method, properties, data[body + 7 : after - 1], raw[2:-1]))
+            known = _PUBLISHES[raw] = (method, raw[2:-1])
+        events.append(ContentReceived(channel, known[0], canonical, data[body + 7 : after - 1], known[1]))
         return after
 
     # ------------------------------------------------------------------------------ frame kinds

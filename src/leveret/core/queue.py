@@ -13,6 +13,14 @@ limits and picks consumers by priority. The queue's settings are resolved from i
 policy that applies to it (``configure``), as RabbitMQ resolves them: for numeric limits the lower of
 the two wins, for everything else the argument wins.
 
+Ready entries are compact where they can be (a plain queue's backlog costs tens of bytes per message,
+not a ``Message`` object each): a transient message that waits deeper than ``COMPACT_AFTER`` is kept
+as its body alone (``bytes``) when it arrived like the first message compacted since the queue was
+last empty (same exchange, routing key, properties: the queue's *template*), and a stored message
+deeper than ``PAGE_AFTER`` as its log position alone (``int``;
+negative for a transient message paged out under memory pressure). Messages restored after a restart
+are positions from the start. ``_materialize`` turns an entry back into a ``Message`` when it leaves.
+
 Time comes from the queue's owner (the vhost): TTL deadlines are checked lazily at the head when
 messages leave, and by timers the owner runs (``on_timer``) so that expired messages leave an idle
 queue too. Messages that leave without being acknowledged (expired, dropped over a limit, rejected
@@ -28,7 +36,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .message import Message
+from .message import NO_PROPERTIES, Message, PropertiesCodec
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -37,6 +45,7 @@ if TYPE_CHECKING:
 
 
 PAGE_AFTER = 2048  # stored messages deeper than this in a queue keep only their index in memory
+COMPACT_AFTER = 65536  # transient messages deeper than this are kept as their body alone (see above)
 QUORUM_DELIVERY_LIMIT = 20  # RabbitMQ 4.0's default for quorum queues (3.10 had none)
 DELIVERY_COUNT = "x-delivery-count"
 
@@ -107,7 +116,10 @@ class Queue:
         self.unacked = 0
         self.ready_bytes = 0  # body bytes of the ready messages
         self.bindings: dict[Any, Any] = {}  # Binding.key -> Binding, for unbinding on delete
-        self._ready: deque[Message] = deque()
+        self._ready: deque[Any] = deque()  # Message | bytes (body, with _template) | int (position)
+        self._template: tuple[str, str, bytes, bytes, PropertiesCodec] | None = None
+        self._restored = 0  # position entries at the head restored from disk (delivered as redelivered)
+        self.codec: PropertiesCodec = NO_PROPERTIES  # for messages rebuilt from positions
         self._requeued: list[tuple[Any, ...]] = []
         self._next_seq = 0
         self._rr = 0
@@ -212,10 +224,45 @@ class Queue:
         ready.append(message)
         self.ready_bytes += message.size
         self.stats_published += 1
-        if message.location and len(ready) > self.page_after:
-            message.page_out()  # deep in a backlog: the body waits on disk, not in RAM
         if self.consumers:
             self.dispatch()
+        if ready and ready[-1] is message:  # it waits: keep it compact
+            if message.location:
+                if len(ready) > self.page_after:  # deep in a backlog: the body waits on disk, not in RAM
+                    self.codec = message.codec
+                    self.ready_bytes -= message.size
+                    ready[-1] = message.location if message.persistent else -message.location
+            elif len(ready) <= COMPACT_AFTER:
+                pass  # shallow: rebuilding the object when it leaves would cost more than it saves
+            elif self._template is not None:
+                ex, rk, props, wire, _ = self._template
+                same = message.properties == props and message.routing_key == rk and message.exchange == ex
+                if same and message.wire == wire and not message.recovered:
+                    ready[-1] = message.body
+            elif message.body is not None and not message.recovered:
+                self._template = (
+                    message.exchange,
+                    message.routing_key,
+                    message.properties,
+                    message.wire,
+                    message.codec,
+                )
+                ready[-1] = message.body
+
+    def _materialize(self, entry: bytes | int) -> Message:
+        """A ``Message`` for a compact ready entry (see the module's docstring)."""
+        if type(entry) is bytes:
+            assert self._template is not None
+            ex, rk, props, wire, codec = self._template
+            return Message(ex, rk, props, entry, False, wire, codec)
+        assert isinstance(entry, int) and self.store is not None
+        message = Message("", "", b"", None, entry > 0, b"", self.codec)
+        message.location = abs(entry)
+        if self._restored:
+            self._restored -= 1
+            message.recovered = True
+        self.store.load(message)  # its size stays 0: it left ready_bytes when it became a position
+        return message
 
     def _enqueue_general(self, message: Message) -> None:
         if message.ttl >= 0 and not self._timed:
@@ -245,20 +292,23 @@ class Queue:
             return True
         return self.max_length_bytes is not None and self.ready_bytes + message.size > self.max_length_bytes
 
-    def restore(self, messages: Iterable[Message]) -> None:
-        """Messages recovered from disk after a restart, in their original order."""
+    def restore(self, positions: Iterable[int], codec: PropertiesCodec) -> None:
+        """The stored messages this queue held at the last stop, by log position, in their original
+        order; delivered as redelivered. A plain queue keeps them as positions until they leave."""
+        self.codec = codec
         store = self.store
-        if self._plain and not self.max_priority:
-            timed = store.recovered_timed if store is not None else ()
-            for message in messages:
-                if message.location in timed:  # it has an expiration of its own: general path
-                    self._restore_one(message, self.owner.now())
-                else:
-                    self._ready.append(message)
-            self._schedule()
-            return
+        timed = store.recovered_timed if store is not None else set()
+        plain = self._plain and not self.max_priority
         now = self.owner.now()
-        for message in messages:
+        for position in positions:
+            if plain and position not in timed:
+                self._ready.append(position)
+                self._restored += 1
+                continue
+            # A general-path queue, or a message with an expiration of its own: loaded once now.
+            message = Message("", "", b"", None, True, b"", codec)
+            message.location = position
+            message.recovered = True
             self._restore_one(message, now)
         self._schedule()
 
@@ -313,7 +363,12 @@ class Queue:
         if self._requeued:
             message: Message = self._requeued[0][-1]
             return message
-        return self._ready[0] if self._ready else None
+        if not self._ready:
+            return None
+        head = self._ready[0]
+        if type(head) is not Message:
+            head = self._ready[0] = self._materialize(head)
+        return head
 
     def _take(self) -> tuple[Message, int, bool] | None:
         """The head message, (message, position, redelivered), without any checks."""
@@ -324,6 +379,8 @@ class Queue:
             seq = self._next_seq
             self._next_seq = seq + 1
             message = self._ready.popleft()
+            if type(message) is not Message:
+                message = self._materialize(message)
             return message, seq, message.recovered
         return None
 
@@ -419,9 +476,16 @@ class Queue:
         self._release(record=False)
 
     def _messages(self) -> Iterable[Message]:
-        yield from self._ready
-        for entry in self._requeued:
-            yield entry[-1]
+        """Every ready message, compact entries as index-only messages (for releasing them)."""
+        for entry in self._ready:
+            if type(entry) is Message:
+                yield entry
+            elif type(entry) is int:
+                message = Message("", "", b"", None, entry > 0)
+                message.location = abs(entry)
+                yield message
+        for requeued in self._requeued:
+            yield requeued[-1]
 
     def _release(self, record: bool) -> None:
         if self.store is not None:
@@ -431,6 +495,8 @@ class Queue:
         self._clear()
 
     def _clear(self) -> None:
+        self._restored = 0
+        self._template = None
         self._ready.clear()
         self._requeued.clear()
         self.ready_bytes = 0
@@ -466,10 +532,14 @@ class Queue:
                 self._next_seq = seq + 1
                 self.stats_delivered += 1
                 message = ready.popleft()
-                self.ready_bytes -= message.size
-                if message.body is None:
+                if type(message) is not Message:
+                    message = self._materialize(message)
+                elif message.body is None:
                     self._load(message)
+                self.ready_bytes -= message.size
                 deliver(consumer, self, message, seq, message.recovered)
+            if not ready:
+                self._template = None  # no compact entry left: the next backlog may look different
             return
         while consumers and (ready or self._requeued or self.max_priority):
             taker = self._next_consumer()

@@ -13,7 +13,6 @@ import time
 
 from leveret.amqp.properties import WIRE_PROPERTIES
 from leveret.core.broker import Broker
-from leveret.core.message import Message
 from leveret.store.journal import DefinitionsJournal
 from leveret.store.message_store import MessageStore
 
@@ -101,14 +100,13 @@ class Server:
         store = MessageStore(os.path.join(self.config.data_dir, "msgs"), self.config.segment_size)
         durable = {q.uid: q for vh in self.broker.vhosts.values() for q in vh.queues.values() if q.durable}
         report, held = store.open(durable)
-        shared: dict[int, Message] | None = {} if len(held) > 1 else None
         restored = 0
         for vh in self.broker.vhosts.values():
             vh.store = store
             for q in vh.queues.values():
                 q.store = store
         for uid, positions in held.items():
-            durable[uid].restore(_recovered(positions, shared))  # may load messages (priorities, TTL)
+            durable[uid].restore(positions, WIRE_PROPERTIES)  # loads messages only for priorities and TTLs
             restored += len(positions)
         self.store = store
         self.broker.store = store  # for vhosts added at run time
@@ -214,21 +212,6 @@ class Server:
         await self._stop.wait()
         log.info("shutting down")
         await self.stop()
-
-
-def _recovered(positions: list[int], shared: dict[int, Message] | None) -> list[Message]:
-    """Index-only messages for recovered positions; one object per position across queues."""
-    out = []
-    for position in positions:
-        message = shared.get(position) if shared is not None else None
-        if message is None:
-            message = Message("", "", b"", None, True, b"", WIRE_PROPERTIES)
-            message.location = position
-            message.recovered = True
-            if shared is not None:
-                shared[position] = message
-        out.append(message)
-    return out
 
 
 async def _connections_gone(connections: set[AMQPConnection], timeout: float) -> None:
