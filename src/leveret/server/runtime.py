@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import resource
 import signal
 import sys
 import time
@@ -239,9 +240,25 @@ def install_uvloop() -> bool:
     return True
 
 
+def raise_file_limit() -> int:
+    """Lift the soft limit on open files to the hard one: every connection is a descriptor, and the
+    usual soft default (1,024) would cap the broker near a thousand clients. Returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot raise the open-file limit from %d to %d: %s", soft, want, exc)
+        return soft
+    return want
+
+
 def serve(config: Config) -> int:
     fast = install_uvloop()
-    log.info("Leveret starting (event loop: %s)", "uvloop" if fast else "asyncio")
+    files = raise_file_limit()
+    log.info("Leveret starting (event loop: %s; open-file limit %d)", "uvloop" if fast else "asyncio", files)
     server = Server(config)
     asyncio.run(server.run_forever())
     return server.exit_code
