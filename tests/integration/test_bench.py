@@ -9,6 +9,8 @@ import sys
 import pika
 import pytest
 
+from tests.conftest import free_port
+
 
 def _bench(url: str, queue: str, *extra: str) -> dict:
     cmd = [sys.executable, "-m", "leveret", "bench", "--uri", url, "--queue", queue, *extra]
@@ -73,3 +75,113 @@ def test_bench_fails_cleanly(broker, uri) -> None:
     assert out.returncode == 1
     assert out.stdout == ""
     assert out.stderr.startswith("bench: ")
+
+
+def _depth(url: str, queue: str) -> int:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return int(conn.channel().queue_declare(queue, passive=True).method.message_count)
+    finally:
+        conn.close()
+
+
+def _delete(url: str, *queues: str) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        ch = conn.channel()
+        for q in queues:
+            ch.queue_delete(q)
+    finally:
+        conn.close()
+
+
+def _exchange_exists(url: str, exchange: str) -> bool:
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        conn.channel().exchange_declare(exchange, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        assert exc.reply_code == 404
+        return False
+    finally:
+        if conn.is_open:
+            conn.close()
+
+
+def test_bench_spreads_one_publisher_over_several_queues(broker, unique) -> None:
+    # one publisher takes turns over the queues, one burst (200 x 16 B) each: 200 per queue
+    r = _bench(broker.url, unique, "--queues", "3", "--consumers", "0", "--publish-count", "600", "--keep-queue")
+    names = [f"{unique}-{i}" for i in (1, 2, 3)]
+    try:
+        assert r["queues"] == 3 and r["published"] == 600
+        assert [_depth(broker.url, q) for q in names] == [200, 200, 200]
+    finally:
+        _delete(broker.url, *names)
+
+
+def test_bench_with_several_queues_consumes_from_all_and_deletes_them(broker, unique) -> None:
+    r = _bench(broker.url, unique, "--queues", "3", "--publishers", "2", "--consumers", "2", "--publish-count", "900")
+    assert r["queues"] == 3 and r["consumers"] == 2
+    assert r["published"] == 1800 and r["consumed"] == 1800  # a bounded run ends once all is consumed
+    assert not any(_queue_exists(broker.url, f"{unique}-{i}") for i in (1, 2, 3))
+
+
+def test_bench_fanout_delivers_each_publish_to_every_queue(broker, unique) -> None:
+    r = _bench(broker.url, unique, "--fanout", "3", "--publish-count", "500", "--consumers", "1")
+    assert r["fanout"] == 3 and r["queues"] == 3 and r["consumers"] == 3  # one consumer per queue
+    assert r["published"] == 500 and r["consumed"] == 1500
+    assert r["latency_samples"] == 1500
+    assert not _exchange_exists(broker.url, f"{unique}-fanout")
+    assert not any(_queue_exists(broker.url, f"{unique}-{i}") for i in (1, 2, 3))
+
+
+def test_bench_backlog_publishes_then_drains(broker, unique) -> None:
+    cmd = [sys.executable, "-m", "leveret", "bench", "--uri", broker.url, "--queue", unique, "--quiet"]
+    cmd += ["--backlog", "3001", "--publishers", "2", "--consumers", "2", "--persistent", "--confirm", "100"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["mode"] == "backlog" and r["backlog_messages"] == 3001
+    assert r["published"] == r["confirmed"] == r["consumed"] == 3001
+    assert r["publish_s"] > 0 and r["drain_s"] > 0
+    assert r["publish_rate_overall"] == pytest.approx(3001 / r["publish_s"], rel=0.05)  # publish_s is rounded
+    # the driver's cue to sample the broker's memory comes between the phases, even with --quiet
+    assert out.stderr == f"bench: backlog of 3001 messages published in {r['publish_s']:.3f} s\n"
+    assert not _queue_exists(broker.url, unique)
+
+
+def test_bench_holds_idle_connections(broker) -> None:
+    cmd = [sys.executable, "-m", "leveret", "bench", "--uri", broker.url, "--idle-connections", "30", "--hold", "0.2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["mode"] == "idle"
+    assert (r["attempted"], r["opened"], r["held"], r["failed"]) == (30, 30, 30, 0)
+    assert r["nofile"] >= 1024 and r["cpu_s"] > 0
+    assert "bench: 30 idle connections open; holding 0.2 s" in out.stderr
+
+
+def test_bench_idle_connections_stop_trying_once_a_window_failed(broker) -> None:
+    uri = f"amqp://guest:guest@127.0.0.1:{free_port()}/"  # nobody listens there
+    cmd = [sys.executable, "-m", "leveret", "bench", "--uri", uri, "--idle-connections", "500", "--hold", "0"]
+    out = subprocess.run([*cmd, "--connect-concurrency", "5"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["opened"] == 0 and r["failed"] == r["attempted"]
+    assert 5 <= r["attempted"] <= 11  # the lone first try, then one window of 5 (and stragglers)
+    assert "refused" in r["first_failure"].lower()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--fanout", "2", "--queues", "2"], "--fanout N declares its own N queues"),
+        (["--backlog", "10", "--consumers", "0"], "--backlog needs publishers and consumers"),
+        (["--queues", "0"], "--queues must be >= 1"),
+    ],
+)
+def test_bench_refuses_contradictory_options(broker, flags, message) -> None:
+    cmd = [sys.executable, "-m", "leveret", "bench", "--uri", broker.url, *flags]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert message in out.stderr

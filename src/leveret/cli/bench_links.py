@@ -134,6 +134,12 @@ class Link(asyncio.Protocol):
     async def open_channel(self) -> None:
         await self.call(m.ChannelOpen(), m.ChannelOpenOk)
 
+    def abort(self) -> None:
+        """Drop the connection now, without a close handshake (and without reporting it as a failure)."""
+        self._closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
     async def close(self, timeout: float = 2.0) -> None:
         self._closing = True
         if self.transport is None or self.transport.is_closing():
@@ -153,12 +159,13 @@ class PublisherLink(Link):
     def __init__(
         self,
         conn: ClientConnection,
-        queue: str,
+        routing_keys: Sequence[str],
         size: int,
         persistent: bool,
         confirm: int,
         rate: float,
         count: int = 0,
+        exchange: str = "",
     ) -> None:
         super().__init__(conn)
         self.confirm = confirm
@@ -176,12 +183,16 @@ class PublisherLink(Link):
         props = PERSISTENT_PROPERTIES if persistent else EMPTY_PROPERTIES
         pad = bytes(max(0, size - _TS.size))
         self.timed = size >= _TS.size
-        probe = conn.publish(CHANNEL, "", queue, props, _TS.pack(0) + pad if self.timed else bytes(size))
-        if self.timed:  # the body starts after the method frame, the header frame and a body frame head
-            cut = len(conn.send(CHANNEL, m.BasicPublish(0, "", queue))) + 7 + 12 + len(props) + 1 + 7
-            self._prefix, self._suffix = probe[:cut], probe[cut + _TS.size :]
-        else:
-            self._prefix, self._suffix = probe, b""
+        # one (prefix, suffix) pair per routing key around the body's timestamp; bursts take turns
+        self._frames: list[tuple[bytes, bytes]] = []
+        for key in routing_keys:
+            probe = conn.publish(CHANNEL, exchange, key, props, _TS.pack(0) + pad if self.timed else bytes(size))
+            if self.timed:  # the body starts after the method frame, the header frame and a body frame head
+                cut = len(conn.send(CHANNEL, m.BasicPublish(0, exchange, key))) + 7 + 12 + len(props) + 1 + 7
+                self._frames.append((probe[:cut], probe[cut + _TS.size :]))
+            else:
+                self._frames.append((probe, b""))
+        self._turn = 0
         self.burst = max(1, min(200, 16384 // len(probe)))
 
     async def setup(self) -> None:
@@ -239,7 +250,10 @@ class PublisherLink(Link):
             n = min(n, self.confirm - (self.sent - self.confirmed - self.nacked))
             if n <= 0:
                 return  # an ack from the broker reschedules
-        one = self._prefix + _TS.pack(time.monotonic_ns()) + self._suffix if self.timed else self._prefix
+        prefix, suffix = self._frames[self._turn]
+        if len(self._frames) > 1:
+            self._turn = (self._turn + 1) % len(self._frames)
+        one = prefix + _TS.pack(time.monotonic_ns()) + suffix if self.timed else prefix
         self.transport.write(one * n)
         self.sent += n
         self._schedule()
@@ -294,12 +308,15 @@ class ConsumerLink(Link):
         self._countdown = self.ack_every
         self.cancelled = False
 
-    async def setup(self, queue: str, prefetch: int, tag: str) -> None:
+    async def setup(self, queues: Sequence[str], prefetch: int, tag: str) -> None:
+        """Consume from each of ``queues`` on the one channel (its delivery tags stay one sequence)."""
         await self.open_channel()
         if prefetch:
             await self.call(m.BasicQos(0, prefetch, False), m.BasicQosOk)
-        consume = m.BasicConsume(0, queue, tag, False, self.auto_ack, False, False, {})
-        await self.call(consume, m.BasicConsumeOk)
+        for i, queue in enumerate(queues):
+            name = tag if len(queues) == 1 else f"{tag}-{i}"
+            consume = m.BasicConsume(0, queue, name, False, self.auto_ack, False, False, {})
+            await self.call(consume, m.BasicConsumeOk)
 
     def data_received(self, data: bytes) -> None:
         now_us = time.monotonic_ns() // 1000
