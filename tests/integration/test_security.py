@@ -466,6 +466,42 @@ def test_a_new_login_checked_off_the_loop_then_pipelined_open(lb: LeveretBroker)
     raw.close()
 
 
+def test_a_fleet_logging_in_at_once_shares_one_password_check(
+    lb: LeveretBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single flight: 20 clients with the same new credentials at once cost one key derivation."""
+    import threading
+
+    from leveret.core import auth
+
+    runs: list[str] = []
+    real = auth.verify
+
+    def counting(password: str, stored: str | None, algorithm: str | None) -> bool:
+        runs.append(password)
+        return real(password, stored, algorithm)
+
+    monkeypatch.setattr(auth, "verify", counting)
+    lb.call(lambda s: s.broker.add_user("fleet", "pw"))
+    lb.call(lambda s: s.broker.set_permissions("fleet", "/", ".*", ".*", ".*"))
+    barrier = threading.Barrier(20)
+    opened: list[pika.BlockingConnection] = []
+
+    def client() -> None:
+        barrier.wait()
+        opened.append(connect(lb.port, "fleet", "pw"))
+
+    threads = [threading.Thread(target=client) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(opened) == 20
+    assert len(runs) == 1
+    for conn in opened:
+        conn.close()
+
+
 def test_a_flood_of_failed_logins_does_not_stall_other_clients(lb: LeveretBroker) -> None:
     import threading
     import time

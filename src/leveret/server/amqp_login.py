@@ -18,8 +18,10 @@ just closed. The log line names the user and the reason, never the password. Use
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import logging
+import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +90,10 @@ def is_loopback(address: str, configured: tuple[str, ...]) -> bool:
     return ip.is_loopback
 
 
+_FLIGHT_KEY = secrets.token_bytes(32)  # keys the in-flight table: no password is kept in it
+_in_flight: dict[tuple[str, str | None, bytes], asyncio.Future[bool]] = {}
+
+
 def start(conn: AMQPConnection, method: m.ConnectionStartOk) -> None:
     """Handle ``connection.start-ok``: log in now, or later from a worker thread."""
     conn.client_properties = method.client_properties
@@ -113,7 +119,14 @@ def start(conn: AMQPConnection, method: m.ConnectionStartOk) -> None:
         return
     password_hash, algorithm = broker.credentials(name)
     conn.hold_input()
-    future = asyncio.get_running_loop().run_in_executor(None, auth.verify, password, password_hash, algorithm)
+    # Single flight: clients logging in with the same credentials at once (a fleet restarting) share
+    # one key-derivation run instead of queueing one each behind the worker threads.
+    key = (name, password_hash, hmac.digest(_FLIGHT_KEY, password.encode("utf-8"), "sha256"))
+    future = _in_flight.get(key)
+    if future is None:
+        future = asyncio.get_running_loop().run_in_executor(None, auth.verify, password, password_hash, algorithm)
+        _in_flight[key] = future
+        future.add_done_callback(lambda _done: _in_flight.pop(key, None))
 
     def checked(done: asyncio.Future[bool]) -> None:
         ok = not done.cancelled() and done.exception() is None and done.result()
