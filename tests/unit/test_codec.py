@@ -310,6 +310,14 @@ def test_deliver_template_matches_the_generic_encoding(
     generic = method_frame(channel, m.BasicDeliver(tag, delivery_tag, redelivered, exchange, routing_key))
     generic += b"".join(content_frames(channel, b"\x00\x00", body, 4096))
     assert fast == generic
+    # The one-piece encoding (the door's path), with bodies around one frame's capacity too.
+    template = DeliverTemplate(channel, tag)
+    assert template.encode(delivery_tag, redelivered, wire, b"\x00\x00", body, 4096) == generic
+    for size in (4087, 4088, 4089, 9000):
+        big = bytes(size)
+        whole = method_frame(channel, m.BasicDeliver(tag, delivery_tag, redelivered, exchange, routing_key))
+        whole += b"".join(content_frames(channel, b"\x10\x00\x02", big, 4096))
+        assert template.encode(delivery_tag, redelivered, wire, b"\x10\x00\x02", big, 4096) == whole
 
 
 @settings(max_examples=100, deadline=None)

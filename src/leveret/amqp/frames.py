@@ -19,6 +19,11 @@ FRAME_HEAD = struct.Struct(">BHI")
 _HEADER_HEAD = struct.Struct(">BHIHHQ")  # frame head + class, weight, body size
 _BODY_HEAD = struct.Struct(">BHI")
 _DELIVER_TAIL = struct.Struct(">QB")
+# After a deliver's exchange and routing key: its frame end, then the header frame's head (type 2,
+# channel, size) with class, weight and body size; then, after the properties, the frame end and the
+# body frame's head.
+_DELIVER_MIDDLE = struct.Struct(">BBHIHHQ")
+_END_AND_BODY_HEAD = struct.Struct(">BBHI")
 HEARTBEAT_FRAME = FRAME_HEAD.pack(FRAME_HEARTBEAT, 0, 0) + FRAME_END_BYTE
 
 
@@ -59,11 +64,47 @@ def _shortstr(value: str) -> bytes:
 class DeliverTemplate:
     """Pre-encoded ``basic.deliver`` for one consumer: only tag, flags, exchange and key vary."""
 
-    __slots__ = ("_channel", "_prefix")
+    __slots__ = ("_channel", "_heads", "_prefix")
 
     def __init__(self, channel: int, consumer_tag: str) -> None:
         self._channel = channel
         self._prefix = b"\x00\x3c\x00\x3c" + _shortstr(consumer_tag)  # class 60, method 60
+        self._heads: dict[int, bytes] = {}  # len(wire) -> method frame head + prefix
+
+    def encode(
+        self,
+        delivery_tag: int,
+        redelivered: bool,
+        wire: bytes,
+        properties: bytes,
+        body: bytes,
+        frame_max: int,
+    ) -> bytes:
+        """The whole delivery (method, header and body frames) as one bytes object: eight pieces
+        joined once here instead of eleven chunks joined at flush time (about 1 us less per delivery
+        of a small message). Bodies that need several frames take ``frames``."""
+        size = len(body)
+        if not size or size > frame_max - FRAME_OVERHEAD:
+            return b"".join(self.frames(delivery_tag, redelivered, wire, properties, body, frame_max))
+        n = len(wire)
+        head = self._heads.get(n)
+        if head is None:
+            head = self._heads[n] = (
+                FRAME_HEAD.pack(FRAME_METHOD, self._channel, len(self._prefix) + 9 + n) + self._prefix
+            )
+        channel = self._channel
+        return b"".join(
+            (
+                head,
+                _DELIVER_TAIL.pack(delivery_tag, redelivered),
+                wire,
+                _DELIVER_MIDDLE.pack(0xCE, 2, channel, 12 + len(properties), 60, 0, size),
+                properties,
+                _END_AND_BODY_HEAD.pack(0xCE, FRAME_BODY, channel, size),
+                body,
+                FRAME_END_BYTE,
+            )
+        )
 
     def frames(
         self,

@@ -27,9 +27,20 @@ from .amqp_errors import to_protocol_error
 if TYPE_CHECKING:
     from .amqp_door import AMQPConnection
 
+FLOW_CHECK_EVERY = 16  # a queue may overshoot the flow-control mark by this many publishes per channel
+
 
 class AMQPChannel:
-    __slots__ = ("confirmable_seq", "conn", "core", "number", "pending_commit_ok", "pending_confirms", "publish_seq")
+    __slots__ = (
+        "confirmable_seq",
+        "conn",
+        "core",
+        "flow_countdown",
+        "number",
+        "pending_commit_ok",
+        "pending_confirms",
+        "publish_seq",
+    )
 
     def __init__(self, conn: AMQPConnection, number: int) -> None:
         self.conn = conn
@@ -37,6 +48,7 @@ class AMQPChannel:
         assert conn.session is not None
         self.core: Channel = conn.session.open_channel(number, self)
         self.publish_seq = 0
+        self.flow_countdown = 1  # publishes until the next look at the depth of their queues
         self.confirmable_seq = 0  # highest seq that can be confirmed at the end of this batch
         self.pending_confirms: deque[tuple[int, int]] = deque()  # (seq, store position) awaiting fsync
         self.pending_commit_ok: deque[int] = deque()  # store positions of committed transactions
@@ -46,9 +58,8 @@ class AMQPChannel:
     def deliver(self, consumer: Consumer, delivery_tag: int, redelivered: bool, message: Message) -> None:
         template = consumer.wire
         wire = message.wire or _wire_of(message)
-        self.conn.write_chunks(
-            template.frames(delivery_tag, redelivered, wire, message.properties, _body(message), self.conn.frame_max)
-        )
+        conn = self.conn
+        conn.write(template.encode(delivery_tag, redelivered, wire, message.properties, _body(message), conn.frame_max))
 
     def consumer_cancelled(self, consumer: Consumer) -> None:
         if self.conn.client_capabilities.get("consumer_cancel_notify"):
@@ -87,10 +98,13 @@ class AMQPChannel:
         if queues is not None:
             if not queues and method.mandatory:
                 self._return(message)
-            high = self.conn.config.flow_high
-            for q in queues:
-                if q.message_count() > high:
-                    self.conn.note_publish_target(q)
+            self.flow_countdown -= 1
+            if not self.flow_countdown:  # a queue's depth moves slowly: look every FLOW_CHECK_EVERY publishes
+                self.flow_countdown = FLOW_CHECK_EVERY
+                high = self.conn.config.flow_high
+                for q in queues:
+                    if q.message_count() > high:
+                        self.conn.note_publish_target(q)
         if self.core.confirm:
             seq = self.publish_seq = self.publish_seq + 1
             if self.core.refused:  # a queue at its length limit with x-overflow reject-publish(-dlx)

@@ -172,6 +172,12 @@ class AMQPConnection(asyncio.Protocol):
         self._handle_events(iter(held))
         self._flush()
 
+    def write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
     def write_chunks(self, chunks: Iterable[Chunk]) -> None:
         self._out.extend(chunks)
         if not self._flush_scheduled:
