@@ -9,6 +9,7 @@ skips with a message.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -86,6 +87,8 @@ def test_ui_pages_charts_actions_and_escaping(browser: Any, ui_broker: BrokerPro
     ch = conn.channel()
     for _ in range(200):
         ch.basic_publish("", "ui-work", b"job")
+    report = {"group": XSS, "instance": "ui:1", "handled": 42, "in_flight": 3, "handled_rate": 4.2, "interval": 60}
+    ch.basic_publish("leveret.metrics", "events.ui", json.dumps(report).encode())  # as an EventBus reports h(t)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
@@ -107,6 +110,9 @@ def test_ui_pages_charts_actions_and_escaping(browser: Any, ui_broker: BrokerPro
         page.click("#login button[type=submit]")
         page.wait_for_selector("#total-ready")
         wait_points(page, "#chart-rates", 3)
+        page.wait_for_selector("#handler-list td:text-is('42')")
+        assert page.inner_text("#handler-list tbody td >> nth=0") == XSS
+        assert page.locator("#page script").count() == 0
         assert painted(page, "#chart-depth") > 500 and painted(page, "#chart-rates") > 500
         page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)
 

@@ -100,6 +100,8 @@ async def overview(call: Call) -> Json:
         },
         "listeners": _listeners(call),
         "uptime_seconds": round(_uptime(door), 1),
+        # h(t): events handled per second by the events runtime's handler groups (their reports, on /)
+        "handler_rate": door.handlers.total_rate() if any(vh.name == "/" for vh in vhosts) else 0.0,
     }
     if call.query.get("flow") == "true":
         out["leveret_flow"] = {"times": flow.history_times(), **flow.totals_history()}

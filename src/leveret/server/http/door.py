@@ -29,6 +29,7 @@ from ..tls import http_context
 from . import auth
 from .errors import HttpError, from_broker, not_found
 from .flow import FlowSampler
+from .handlers import HandlerMonitor
 from .router import API, Call
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class HttpDoor:
         self.flow = FlowSampler(
             self.broker, self.config.stats_interval, self.config.stats_history_queues, server.connections
         )
+        self.handlers = HandlerMonitor(self.broker, self.config.stats_interval)
+        self.flow.handler_rate = self.handlers.total_rate
         self._runner: web.AppRunner | None = None
         self.ports: list[int] = []
 
@@ -68,7 +71,7 @@ class HttpDoor:
         return app
 
     async def start(self) -> None:
-        from . import api, api_admin, api_messages  # noqa: F401  (they register their routes)
+        from . import api, api_admin, api_handlers, api_messages  # noqa: F401  (they register their routes)
 
         cfg = self.config
         https = cfg.https_port > 0 and bool(cfg.tls_cert and cfg.tls_key)
@@ -95,9 +98,11 @@ class HttpDoor:
             kind = "HTTPS" if context is not None else "HTTP"
             log.info("%s management listening on %s port %d", kind, ", ".join(hosts), port)
         self.flow.start()
+        self.handlers.start()
 
     async def stop(self) -> None:
         await self.flow.stop()
+        await self.handlers.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -149,7 +154,7 @@ class HttpDoor:
 
         detail = request.query.get("detail", "")
         per_queue = detail == "queues" or (self.config.metrics_detail and detail != "none")
-        text = render(self, per_queue)
+        text = render(self, per_queue, per_group=detail != "none")
         return web.Response(text=text, content_type="text/plain", charset="utf-8", headers={"X-Version": "0.0.4"})
 
     async def _static(self, request: web.Request) -> web.StreamResponse:

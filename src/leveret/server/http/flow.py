@@ -1,6 +1,7 @@
 """Flow metrics: the seed's flow model measured. Per queue the publish rate f(t), the deliver and ack
 rates g(t), the depth L(t) (ready, unacked), consumers and consumer utilisation; per exchange the
-in/out rates; totals; and a forecast ("drains in ~N s", "reaches max-length in ~N s").
+in/out rates; totals; and a forecast ("drains in ~N s", "reaches max-length in ~N s"). The event
+handlers' h(t) comes from their own reports (handlers.py); its total joins the totals' history here.
 
 Theory of operation: nothing here touches the hot path. The core keeps monotonic counters
 (``Queue.stats_published/delivered/acked``, ``Exchange.stats_in/out``); a timer samples them every
@@ -29,7 +30,7 @@ import contextlib
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,7 @@ CHUNK = 2000  # queues sampled per loop turn
 UTILISATION_ALPHA = 0.3
 EPSILON = 1e-9
 QUEUE_FIELDS = ("ready", "unacked", "publish", "deliver", "ack")
-TOTAL_FIELDS = ("ready", "unacked", "publish", "deliver", "ack", "connections", "queues")
+TOTAL_FIELDS = ("ready", "unacked", "publish", "deliver", "ack", "handle", "connections", "queues")
 
 
 class Ring:
@@ -151,6 +152,10 @@ def _human(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _no_handlers() -> float:
+    return 0.0
+
+
 class FlowSampler:
     def __init__(
         self, broker: Broker, interval: float = 5.0, history_limit: int = 1000, connections: Any = None
@@ -171,6 +176,7 @@ class FlowSampler:
         self.sums = {"ready": 0, "unacked": 0, "consumers": 0, "published": 0, "delivered": 0, "acked": 0}
         self.last_tick_seconds = 0.0  # how long the last tick took (all chunks), for the docs
         self.tick_count = 0
+        self.handler_rate: Callable[[], float] = _no_handlers  # h(t) of the event handlers (handlers.py)
         self._task: asyncio.Task[None] | None = None
 
     # --------------------------------------------------------------------------------- timer
@@ -276,6 +282,7 @@ class FlowSampler:
         t["publish"].push(self.totals.rate(0))
         t["deliver"].push(self.totals.rate(1))
         t["ack"].push(self.totals.rate(2))
+        t["handle"].push(self.handler_rate())
         t["connections"].push(len(self.connections) if self.connections is not None else 0)
         t["queues"].push(len(self.queues))
 

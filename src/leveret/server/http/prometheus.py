@@ -3,13 +3,15 @@
 By default only broker-wide figures are served, read from the flow sampler's last tick: a scrape
 costs the same with 10 or 100k queues. Per-queue series (labels ``vhost``, ``queue``) come with
 ``?detail=queues`` or the ``metrics_detail`` setting; they cost a line per queue and metric
-(measured in docs/architecture.md).
+(measured in docs/architecture.md). Per handler group series (label ``group``: h(t) and counters as
+the events runtime reports them) are served by default, as there are few (bounded by the handler
+monitor); ``?detail=none`` leaves them out too.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from leveret import __version__
 
@@ -25,13 +27,22 @@ _QUEUE_METRICS = (
     ("leveret_queue_messages_delivered_total", "counter", "Messages delivered from the queue (consumers and gets)"),
     ("leveret_queue_messages_acked_total", "counter", "Messages acknowledged"),
 )
+_HANDLER_METRICS = (
+    ("leveret_handler_rate", "gauge", "Events handled per second h(t), all instances", "handled_rate"),
+    ("leveret_handler_instances", "gauge", "Instances of the handler group reporting", "instances"),
+    ("leveret_handler_in_flight", "gauge", "Events being handled now", "in_flight"),
+    ("leveret_handler_handled_total", "counter", "Events handled (acked)", "handled"),
+    ("leveret_handler_failed_total", "counter", "Handler exceptions", "failed"),
+    ("leveret_handler_retried_total", "counter", "Events sent to a retry", "retried"),
+    ("leveret_handler_dead_lettered_total", "counter", "Events dead-lettered", "dead_lettered"),
+)
 
 
 def label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(door: HttpDoor, per_queue: bool) -> str:
+def render(door: HttpDoor, per_queue: bool, per_group: bool = True) -> str:
     flow = door.flow
     broker = door.broker
     sums = flow.sums
@@ -73,6 +84,14 @@ def render(door: HttpDoor, per_queue: bool) -> str:
         lines.append(f'leveret_alarms_active{{resource="{resource}"}} {int(resource in broker.alarms)}')
     metric("leveret_process_resident_memory_bytes", "gauge", "Resident memory", _rss())
     metric("leveret_stats_sample_seconds", "gauge", "How long the last flow sample took", flow.last_tick_seconds)
+    groups = door.handlers.groups()
+    metric("leveret_handler_groups", "gauge", "Event handler groups reporting", len(groups))
+    h_total = door.handlers.total_rate()
+    metric("leveret_handler_rate_sum", "gauge", "Events handled per second h(t), all groups", h_total)
+    metric("leveret_handler_reports_received_total", "counter", "Handler reports received", door.handlers.received)
+    metric("leveret_handler_reports_rejected_total", "counter", "Handler reports ignored", door.handlers.rejected)
+    if per_group:
+        _handlers(groups, lines)
     if per_queue:
         _queues(door, lines)
     lines.append("")
@@ -98,6 +117,14 @@ def _queues(door: HttpDoor, lines: list[str]) -> None:
         lines.append(f"# TYPE {name} {kind}")
         values = column if column is not None else [r + u for r, u in zip(ready, unacked, strict=True)]
         lines.extend(f"{name}{lab} {v}" for lab, v in zip(labels, values, strict=True))
+
+
+def _handlers(groups: dict[str, dict[str, Any]], lines: list[str]) -> None:
+    labels = [(f'{{group="{label(name)}"}}', g) for name, g in sorted(groups.items())]
+    for name, kind, help_, key in _HANDLER_METRICS:
+        lines.append(f"# HELP {name} {help_}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(f"{name}{lab} {g[key]}" for lab, g in labels)
 
 
 def _node() -> str:

@@ -81,17 +81,20 @@ const pages = {
     const totals = el("div", { class: "card" });
     const depth = el("canvas", { id: "chart-depth" });
     const rates = el("canvas", { id: "chart-rates" });
+    const handlers = el("div", { id: "handler-list" });
     replace(page, el("h2", {}, "Overview"), totals,
       el("div", { class: "charts" },
         el("div", { class: "card" }, el("h3", {}, "Queued messages L(t)"), depth),
-        el("div", { class: "card" }, el("h3", {}, "Message rates f(t), g(t)"), rates)));
+        el("div", { class: "card" }, el("h3", {}, "Message rates f(t), g(t), handled h(t)"), rates)),
+      el("div", { class: "card" }, el("h3", {}, "Handlers"), handlers));
     poll(async () => {
-      const o = await api("GET", "/overview?flow=true");
+      const [o, groups] = await Promise.all([api("GET", "/overview?flow=true"), api("GET", "/leveret/handlers")]);
       const t = o.queue_totals, n = o.object_totals, s = o.message_stats;
       replace(totals, el("dl", { class: "facts" },
         el("dt", {}, "Ready"), el("dd", { id: "total-ready" }, t.messages_ready),
         el("dt", {}, "Unacked"), el("dd", {}, t.messages_unacknowledged),
         el("dt", {}, "Publish / deliver / ack"), el("dd", {}, `${rate(s.publish_details)} / ${rate(s.deliver_get_details)} / ${rate(s.ack_details)}`),
+        el("dt", {}, "Handled h(t)"), el("dd", { id: "handler-rate" }, rate({ rate: o.handler_rate })),
         el("dt", {}, "Connections, channels, consumers"), el("dd", {}, `${n.connections}, ${n.channels}, ${n.consumers}`),
         el("dt", {}, "Queues, exchanges"), el("dd", {}, `${n.queues}, ${n.exchanges}`),
         el("dt", {}, "Version"), el("dd", {}, `${o.product_name} ${o.product_version} on ${o.node}`)));
@@ -102,7 +105,19 @@ const pages = {
       drawChart(rates, f.times, [
         { label: "publish", values: f.publish, color: "#2980b9" },
         { label: "deliver", values: f.deliver, color: "#27ae60" },
-        { label: "ack", values: f.ack, color: "#7f8c8d" }], "/s");
+        { label: "ack", values: f.ack, color: "#7f8c8d" },
+        { label: "handled h", values: f.handle, color: "#c0392b" }], "/s");
+      replace(handlers, groups.length ? table([
+        { title: "Group", cell: (g) => g.group },
+        { title: "Pattern", cell: (g) => g.pattern },
+        { title: "Instances", num: true, cell: (g) => g.instances },
+        { title: "h(t)", num: true, cell: (g) => rate({ rate: g.handled_rate }) },
+        { title: "Handled", num: true, cell: (g) => g.handled },
+        { title: "In flight", num: true, cell: (g) => g.in_flight },
+        { title: "Failed", num: true, cell: (g) => g.failed },
+        { title: "Retried", num: true, cell: (g) => g.retried },
+        { title: "Dead-lettered", num: true, cell: (g) => g.dead_lettered },
+      ], groups) : el("p", {}, "No handler group reports (leveret.events buses report every 5 s)"));
     });
   },
 
