@@ -351,3 +351,76 @@ async def test_flow_control_loses_nothing_and_keeps_order(low_flow_broker, uniqu
         await asyncio.wait_for(asyncio.gather(produce("a"), produce("b")), TIMEOUT)
         await asyncio.wait_for(all_done.wait(), TIMEOUT)
         check_streams([stream], ["a", "b"], total)
+
+
+# ------------------------------------------------------------------------ big reads, in slices
+
+
+def test_a_huge_pipelined_read_is_handled_in_order_while_others_are_served(amqp_port: int, unique: str) -> None:
+    """One write of ~1 MB of publishes (a read far bigger than ``READ_SLICE``) is handled a slice per
+    loop turn: every message arrives, in order, and a second client is served alongside."""
+    import socket
+    import struct
+    import threading
+
+    from leveret.amqp import methods as m
+    from leveret.amqp.codec import decode_method
+    from leveret.amqp.constants import PROTOCOL_HEADER
+    from leveret.amqp.frames import content_frames, method_frame
+
+    sock = socket.create_connection(("127.0.0.1", amqp_port), timeout=10)
+    buf = b""
+
+    def read_method() -> m.Method:
+        nonlocal buf
+        while True:
+            if len(buf) >= 7:
+                size = struct.unpack(">BHI", buf[:7])[2]
+                if len(buf) >= 8 + size:
+                    payload, buf = buf[7 : 7 + size], buf[8 + size :]
+                    return decode_method(payload)
+            buf += sock.recv(65536)
+
+    sock.sendall(PROTOCOL_HEADER)
+    read_method()
+    sock.sendall(method_frame(0, m.ConnectionStartOk({}, "PLAIN", b"\x00guest\x00guest", "en_US")))
+    read_method()
+    sock.sendall(method_frame(0, m.ConnectionTuneOk(2047, 131072, 0)) + method_frame(0, m.ConnectionOpen("/")))
+    read_method()
+    sock.sendall(method_frame(1, m.ChannelOpen()))
+    read_method()
+    q = f"{unique}-slices"
+    sock.sendall(method_frame(1, m.QueueDeclare(0, q, False, False, False, False, False, {})))
+    assert isinstance(read_method(), m.QueueDeclareOk)
+    n = 12_000
+    blob = b"".join(
+        method_frame(1, m.BasicPublish(0, "", q, False, False))
+        + b"".join(content_frames(1, b"\x00\x00", b"%08d" % i, 131072))
+        for i in range(n)
+    )
+    assert len(blob) > 50 * 16384
+    answered: list[float] = []
+
+    def bystander() -> None:
+        conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", amqp_port))
+        ch = conn.channel()
+        for _ in range(20):
+            ch.queue_declare("", exclusive=True)
+            answered.append(1.0)
+        conn.close()
+
+    other = threading.Thread(target=bystander)
+    other.start()
+    sock.sendall(blob)
+    sock.sendall(method_frame(1, m.QueueDeclare(0, q, True, False, False, False, False, {})))  # passive
+    ok = read_method()
+    other.join()
+    assert isinstance(ok, m.QueueDeclareOk) and ok.message_count == n
+    assert len(answered) == 20
+    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", amqp_port))
+    ch = conn.channel()
+    got = [ch.basic_get(q, auto_ack=True)[2] for _ in range(n)]
+    assert got == [b"%08d" % i for i in range(n)]
+    ch.queue_delete(q)
+    conn.close()
+    sock.close()

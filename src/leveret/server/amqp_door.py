@@ -14,6 +14,7 @@ import asyncio
 import logging
 import platform
 import socket
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -55,6 +56,7 @@ CAPABILITIES = {
     "per_consumer_qos": True,
 }
 CLOSE_OK_TIMEOUT = 3.0
+READ_SLICE = 16384  # bytes of input handled per loop turn (about 200 small publishes, ~1 ms)
 
 
 def server_properties() -> dict[str, Any]:
@@ -100,6 +102,7 @@ class AMQPConnection(asyncio.Protocol):
         self._missed = 0  # heartbeat ticks (half intervals) without input
         self._timers: list[asyncio.TimerHandle] = []
         self._reading_paused = False
+        self._slices: deque[bytes] | None = None  # the rest of a big read, handled a slice per loop turn
         self._flow_queues: dict[Queue, int] = {}  # queue -> its delivered count at the last check
         # Security (server.amqp_login, server.amqp_access): who logged in, from where, what they may do.
         self.user: User | None = None
@@ -133,6 +136,35 @@ class AMQPConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received = True
+        if self._slices is not None:  # still working through an earlier read: keep the order
+            self._slices.append(data)  # (reading was resumed meanwhile, e.g. by flow control)
+            if self.transport is not None:
+                self.transport.pause_reading()  # _next_slice resumes it once all is handled
+            return
+        if len(data) <= READ_SLICE:
+            self._handle_events(iter(self.proto.receive(data)))
+            return
+        # A big read (a publisher at full speed fills 256 KiB at a time: thousands of messages) is
+        # handled a slice per loop turn, so that other connections (consumers' acks, their
+        # deliveries) are served in between instead of waiting out the whole read.
+        self._slices = deque(data[i : i + READ_SLICE] for i in range(READ_SLICE, len(data), READ_SLICE))
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self._loop.call_soon(self._next_slice)
+        self._handle_events(iter(self.proto.receive(data[:READ_SLICE])))
+
+    def _next_slice(self) -> None:
+        slices = self._slices
+        if slices is None or self.transport is None or self.transport.is_closing():
+            self._slices = None
+            return
+        data = slices.popleft()
+        if slices:
+            self._loop.call_soon(self._next_slice)
+        else:
+            self._slices = None
+            if not (self._reading_paused or self.blocked or self._held is not None):
+                self.transport.resume_reading()
         self._handle_events(iter(self.proto.receive(data)))
 
     def _handle_events(self, events: Iterator[object]) -> None:
