@@ -13,7 +13,8 @@ from leveret.core.broker import Broker
 from leveret.core.clock import Clock
 from leveret.core.errors import BrokerError, ErrorKind
 from leveret.core.message import Message
-from leveret.core.queue import PriorityQueue, Queue
+from leveret.core.priority_queue import PriorityQueue
+from leveret.core.queue import Queue
 from leveret.core.vhost import VirtualHost
 
 

@@ -24,7 +24,8 @@ from .exchange import EXCHANGE_TYPES, Binding, Exchange, HeadersExchange
 from .message import Message
 from .names import generated_queue_name
 from .ports import DefinitionsLog, NullDefinitionsLog
-from .queue import PriorityQueue, Queue
+from .priority_queue import PriorityQueue
+from .queue import Queue
 from .queue_args import invalid_argument
 
 if TYPE_CHECKING:
