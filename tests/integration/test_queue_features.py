@@ -112,10 +112,10 @@ def dead_letter_pair(ch: BlockingChannel, names: Callable[[str], str], **args: A
 
 def test_queue_ttl_expires_messages_nobody_took(ch: BlockingChannel, names: Callable[[str], str]) -> None:
     q = names("ttl")
-    ch.queue_declare(q, arguments={"x-message-ttl": 100})
+    ch.queue_declare(q, arguments={"x-message-ttl": 400})
     for i in range(3):
         publish(ch, q, b"%d" % i)
-    assert count(ch, q) == 3
+    wait_until(lambda: count(ch, q) == 3, timeout=0.3)  # all there within the TTL (RabbitMQ enqueues asynchronously)
     wait_until(lambda: count(ch, q) == 0)  # removed from an idle queue, not only when someone asks
     assert bodies(ch, q) == []
 
