@@ -356,9 +356,13 @@ async def test_flow_control_loses_nothing_and_keeps_order(low_flow_broker, uniqu
 # ------------------------------------------------------------------------ big reads, in slices
 
 
-def test_a_huge_pipelined_read_is_handled_in_order_while_others_are_served(amqp_port: int, unique: str) -> None:
-    """One write of ~1 MB of publishes (a read far bigger than ``READ_SLICE``) is handled a slice per
-    loop turn: every message arrives, in order, and a second client is served alongside."""
+@pytest.mark.parametrize("size", [8, 1000], ids=["small-sliced", "big-whole"])
+def test_a_huge_pipelined_read_is_handled_in_order_while_others_are_served(
+    amqp_port: int, unique: str, size: int
+) -> None:
+    """One write of ~1 MB of publishes (a read far bigger than ``READ_SLICE``): small messages are
+    handled a slice per loop turn, big ones whole; either way every message arrives, in order, and a
+    second client is served alongside."""
     import socket
     import struct
     import threading
@@ -389,13 +393,13 @@ def test_a_huge_pipelined_read_is_handled_in_order_while_others_are_served(amqp_
     read_method()
     sock.sendall(method_frame(1, m.ChannelOpen()))
     read_method()
-    q = f"{unique}-slices"
+    q = f"{unique}-slices-{size}"
     sock.sendall(method_frame(1, m.QueueDeclare(0, q, False, False, False, False, False, {})))
     assert isinstance(read_method(), m.QueueDeclareOk)
-    n = 12_000
+    n = 12_000 if size == 8 else 1_500
     blob = b"".join(
         method_frame(1, m.BasicPublish(0, "", q, False, False))
-        + b"".join(content_frames(1, b"\x00\x00", b"%08d" % i, 131072))
+        + b"".join(content_frames(1, b"\x00\x00", (b"%08d" % i).ljust(size, b"."), 131072))
         for i in range(n)
     )
     assert len(blob) > 50 * 16384
@@ -420,7 +424,7 @@ def test_a_huge_pipelined_read_is_handled_in_order_while_others_are_served(amqp_
     conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", amqp_port))
     ch = conn.channel()
     got = [ch.basic_get(q, auto_ack=True)[2] for _ in range(n)]
-    assert got == [b"%08d" % i for i in range(n)]
+    assert got == [(b"%08d" % i).ljust(size, b".") for i in range(n)]
     ch.queue_delete(q)
     conn.close()
     sock.close()

@@ -57,6 +57,7 @@ CAPABILITIES = {
 }
 CLOSE_OK_TIMEOUT = 3.0
 READ_SLICE = 16384  # bytes of input handled per loop turn (about 200 small publishes, ~1 ms)
+SLICE_WORTH = 64  # a read whose first slice holds fewer messages than this is handled whole
 
 
 def server_properties() -> dict[str, Any]:
@@ -147,11 +148,16 @@ class AMQPConnection(asyncio.Protocol):
         # A big read (a publisher at full speed fills 256 KiB at a time: thousands of messages) is
         # handled a slice per loop turn, so that other connections (consumers' acks, their
         # deliveries) are served in between instead of waiting out the whole read.
+        events = self.proto.receive(data[:READ_SLICE])
+        if len(events) < SLICE_WORTH:  # big messages: few per slice, slicing would only cost turns
+            events += self.proto.receive(data[READ_SLICE:])
+            self._handle_events(iter(events))
+            return
         self._slices = deque(data[i : i + READ_SLICE] for i in range(READ_SLICE, len(data), READ_SLICE))
         if self.transport is not None:
             self.transport.pause_reading()
         self._loop.call_soon(self._next_slice)
-        self._handle_events(iter(self.proto.receive(data[:READ_SLICE])))
+        self._handle_events(iter(events))
 
     def _next_slice(self) -> None:
         slices = self._slices
