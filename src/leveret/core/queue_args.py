@@ -1,7 +1,7 @@
 """Validation of queue arguments at declare time, as RabbitMQ does it (rabbit_amqqueue:declare_args).
 
-What the arguments *mean* (TTL, limits, dead-lettering, priorities...) arrives with the queue
-semantics issue; refusing a malformed value now keeps clients from relying on one being accepted.
+What the arguments *mean* (TTL, limits, dead-lettering, priorities...) is in ``core.queue``; a
+malformed value is refused at declare time, with RabbitMQ's reason, as RabbitMQ does.
 """
 
 from __future__ import annotations

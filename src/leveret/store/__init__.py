@@ -1,1 +1,1 @@
-"""Durability (message log, definitions journal, recovery): arrives with the storage issue."""
+"""Durability: the message log, the definitions journal, recovery and the offline checker."""
