@@ -21,10 +21,12 @@ def _bench(url: str, queue: str, *extra: str) -> dict:
     return json.loads(lines[0])
 
 
-def _queue_exists(url: str, queue: str) -> bool:
+def _exists(url: str, kind: str, name: str) -> bool:
+    """Whether a queue or exchange (``kind``) of that name exists, by a passive declare."""
     conn = pika.BlockingConnection(pika.URLParameters(url))
     try:
-        conn.channel().queue_declare(queue, passive=True)
+        ch = conn.channel()
+        (ch.queue_declare if kind == "queue" else ch.exchange_declare)(name, passive=True)
         return True
     except pika.exceptions.ChannelClosedByBroker as exc:
         assert exc.reply_code == 404
@@ -32,6 +34,10 @@ def _queue_exists(url: str, queue: str) -> bool:
     finally:
         if conn.is_open:
             conn.close()
+
+
+def _queue_exists(url: str, queue: str) -> bool:
+    return _exists(url, "queue", queue)
 
 
 def test_bench_reports_rates_latency_and_deletes_its_queue(broker, unique) -> None:
@@ -96,16 +102,7 @@ def _delete(url: str, *queues: str) -> None:
 
 
 def _exchange_exists(url: str, exchange: str) -> bool:
-    conn = pika.BlockingConnection(pika.URLParameters(url))
-    try:
-        conn.channel().exchange_declare(exchange, passive=True)
-        return True
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        assert exc.reply_code == 404
-        return False
-    finally:
-        if conn.is_open:
-            conn.close()
+    return _exists(url, "exchange", exchange)
 
 
 def test_bench_spreads_one_publisher_over_several_queues(broker, unique) -> None:

@@ -214,10 +214,6 @@ class Queue:
     def consumer_count(self) -> int:
         return len(self.consumers)
 
-    def active_consumer(self) -> Consumer | None:
-        """With single active consumer: the one that gets the messages."""
-        return self.consumers[0] if self.single_active and self.consumers else None
-
     # --------------------------------------------------------------------------- messages in
 
     def enqueue(self, message: Message) -> None:

@@ -476,19 +476,9 @@ class VirtualHost:
         refused = False
         for q in queues:
             if q.refusing and q.rejects(message):
+                queues = self._refuse(queues, message)
                 refused = True
                 break
-        if refused:
-            kept = []
-            for q in queues:
-                if q.rejects(message):
-                    q.stats_dropped += 1
-                    if q.overflow == "reject-publish-dlx" and q.dead_letter_exchange is not None:
-                        q.stats_dead_lettered += 1
-                        self.dead_letter(q, message, "maxlen")
-                else:
-                    kept.append(q)
-            queues = kept
         store = self.store
         if store is not None and queues:
             if message.persistent:
@@ -502,6 +492,20 @@ class VirtualHost:
         for q in queues:
             q.enqueue(message)
         return refused
+
+    def _refuse(self, queues: list[Queue], message: Message) -> list[Queue]:
+        """The queues that take ``message``; the others (at their limit) drop it, or dead-letter it
+        with ``reject-publish-dlx``."""
+        kept = []
+        for q in queues:
+            if not q.rejects(message):
+                kept.append(q)
+                continue
+            q.stats_dropped += 1
+            if q.overflow == "reject-publish-dlx" and q.dead_letter_exchange is not None:
+                q.stats_dead_lettered += 1
+                self.dead_letter(q, message, "maxlen")
+        return kept
 
     def dead_letter(self, queue: Queue, message: Message, reason: str) -> None:
         """Republish ``message`` to ``queue``'s dead-letter exchange with the ``x-death`` history
