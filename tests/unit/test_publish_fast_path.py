@@ -81,6 +81,26 @@ CASES = {
     "header of another class": method_frame(1, m.BasicPublish(0, "", "q", False, False))
     + frame(2, 1, struct.pack(">HHQ", 50, 0, 3) + b"\x00\x00")
     + frame(3, 1, b"abc"),
+    # A publish repeating the one before up to its body (the repeat path) and every way to differ.
+    "repeats": publish(1, b"aaa")
+    + publish(1, b"bbb")
+    + publish(1, b"ccc")
+    + publish(1, b"dddd")
+    + publish(1, b"eeee")
+    + publish(2, b"ffff")
+    + publish(1, b"gggg")
+    + publish(1, b"hhhh", key="k")
+    + publish(1, b"iiii", properties=PROPS)
+    + publish(1, b"jjjj", properties=PROPS)
+    + method_frame(1, m.BasicAck(1, False))
+    + publish(1, b"kkkk", properties=PROPS),
+    "repeat with a bad frame end": publish(1, b"abc") + publish(1, b"abd")[:-1] + b"\x00",
+    "repeat split over two body frames": publish(1, b"abc")
+    + method_frame(1, m.BasicPublish(0, "amq.direct", "q", False, False))
+    + frame(2, 1, struct.pack(">HHQ", 60, 0, 3) + b"\x00\x00")
+    + frame(3, 1, b"ab")
+    + frame(3, 1, b"c"),
+    "repeat too large for the channel after a too large one": publish(1, b"z" * 1001) + publish(1, b"z" * 1001),
 }
 
 
@@ -99,3 +119,55 @@ def test_the_plain_case_is_what_it_should_be() -> None:
         (2, "k", True, b"x" * 200),
     ]
     assert events[0][5] == b"\x0aamq.direct\x01q"
+
+
+def test_repeats_are_seen_as_themselves() -> None:
+    events = [e for e in run(CASES["repeats"], byte_by_byte=False) if e[0] == "content"]
+    assert [(e[1], e[2].routing_key, e[3], e[4]) for e in events] == [
+        (1, "q", b"\x00\x00", b"aaa"),
+        (1, "q", b"\x00\x00", b"bbb"),
+        (1, "q", b"\x00\x00", b"ccc"),
+        (1, "q", b"\x00\x00", b"dddd"),
+        (1, "q", b"\x00\x00", b"eeee"),
+        (2, "q", b"\x00\x00", b"ffff"),
+        (1, "q", b"\x00\x00", b"gggg"),
+        (1, "k", b"\x00\x00", b"hhhh"),
+        (1, "q", PROPS, b"iiii"),
+        (1, "q", PROPS, b"jjjj"),
+        (1, "q", PROPS, b"kkkk"),
+    ]
+
+
+def _open_with_one_publish() -> ServerConnection:
+    conn = ServerConnection(max_message_size=1000)
+    answers = [m.ConnectionStart(), m.ConnectionTune(2047, 131072, 0), m.ConnectionOpenOk()]
+    for piece, answer in zip(HANDSHAKE, answers, strict=True):
+        conn.receive(piece)
+        conn.send(0, answer)
+    conn.receive(method_frame(1, m.ChannelOpen()))
+    assert [type(e) for e in conn.receive(publish(1, b"one"))] == [ContentReceived]
+    return conn
+
+
+def test_a_channel_the_server_closed_takes_no_repeated_publish() -> None:
+    """After the server's channel.close, spec 4.2.4: the client's publishes are discarded until its
+    close-ok, including one that repeats the publish before the close byte for byte."""
+    conn = _open_with_one_publish()
+    conn.send(1, m.ChannelClose(406, "PRECONDITION_FAILED", 60, 40))
+    assert conn.receive(publish(1, b"two") + publish(1, b"six")) == []
+    assert conn.receive(method_frame(1, m.ChannelCloseOk())) == []
+    conn.receive(method_frame(1, m.ChannelOpen()))
+    assert [bytes(e.body) for e in conn.receive(publish(1, b"new")) if isinstance(e, ContentReceived)] == [b"new"]
+
+
+def test_a_closing_connection_takes_no_repeated_publish() -> None:
+    conn = _open_with_one_publish()
+    conn.send(0, m.ConnectionClose(320, "CONNECTION_FORCED", 0, 0))
+    assert not [e for e in conn.receive(publish(1, b"two")) if isinstance(e, ContentReceived)]
+
+
+def test_a_forgotten_channel_takes_no_repeated_publish() -> None:
+    conn = _open_with_one_publish()
+    conn.close_channel(1)
+    events = conn.receive(publish(1, b"two"))
+    assert not [e for e in events if isinstance(e, ContentReceived)]

@@ -145,6 +145,10 @@ class ServerConnection:
         # before the error are still answered), and never again after a frame error: framing is lost.
         self._halted = False
         self._desynced = False
+        # The last whole publish, for the next one that repeats it byte for byte up to its body (same
+        # channel, exchange, routing key, properties, body size: the usual stream of a publisher):
+        # (method frame + header frame + body frame head, body size, channel, method, properties, wire)
+        self._repeat: tuple[bytes, int, int, m.BasicPublish, bytes, bytes] | None = None
         self._frame_limit = FRAME_MIN_SIZE  # spec 4.2.3/connection.tune: frame-min-size until tune-ok
 
     # ------------------------------------------------------------------------------ negotiation
@@ -163,6 +167,7 @@ class ServerConnection:
 
     def send(self, channel: int, method: m.Method) -> bytes:
         if channel == 0:
+            self._repeat = None  # the connection's state may change: publishes take the long way
             key = (self.state, type(method))
             nxt = SEND.get(key)
             if nxt is None:
@@ -175,11 +180,13 @@ class ServerConnection:
             if ch is not None:
                 ch.state = ChannelState.CLOSING
                 ch.reset_content()
+                self._repeat = None
         return method_frame(channel, method)
 
     def close_channel(self, channel: int) -> None:
         """Forget a channel (after close-ok went either way)."""
         self.channels.pop(channel, None)
+        self._repeat = None
 
     # -------------------------------------------------------------------------------- receiving
 
@@ -233,7 +240,22 @@ class ServerConnection:
     def _receive_frames(self, data: bytes, offset: int, events: list[Event]) -> int:
         end = len(data)
         view = memoryview(data)
+        repeat = self._repeat
         while end - offset >= 7:
+            if repeat is not None:
+                prefix = repeat[0]
+                if data.startswith(prefix, offset):
+                    body = offset + len(prefix)
+                    after = body + repeat[1] + 1
+                    if after <= end and data[after - 1] == FRAME_END:
+                        events.append(
+                            ContentReceived(repeat[2], repeat[3], repeat[4], data[body : after - 1], repeat[5])
+                        )
+                        offset = after
+                        continue
+                # Anything else goes frame by frame; it may change the channel's state (a close, a
+                # content split over frames), so the repeat is only trusted again after a whole publish.
+                repeat = self._repeat = None
             ftype, channel, size = _FRAME_HEAD.unpack_from(data, offset)
             # Checked before a byte of the payload is buffered. Like RabbitMQ (its FRAME_SIZE_FUDGE, for
             # clients that forget the 8 bytes of framing) we take payloads of up to frame_max itself.
@@ -251,6 +273,7 @@ class ServerConnection:
                     after = self._whole_publish(data, start, stop, channel, events)
                     if after:
                         offset = after
+                        repeat = self._repeat
                         continue
                 self._method_frame(channel, view[start:stop], events)
             elif ftype == FRAME_HEADER:
@@ -313,6 +336,7 @@ class ServerConnection:
                 _PUBLISHES.clear()
             known = _PUBLISHES[raw] = (method, raw[2:-1])
         events.append(ContentReceived(channel, known[0], canonical, data[body + 7 : after - 1], known[1]))
+        self._repeat = (data[start - 7 : body + 7], body_size, channel, known[0], canonical, known[1])
         return after
 
     # ------------------------------------------------------------------------------ frame kinds

@@ -112,7 +112,9 @@ class Channel:
             self.tx.publishes.append((exchange, routing_key, message, mandatory))
             return None
         queues = self.vhost.route(exchange, routing_key, message)
-        self._enqueue(queues, message)
+        self.refused = self.vhost.publish_to(queues, message)  # a persistent message is stored once
+        if message.location and message.persistent:
+            self.last_location = message.location
         return queues
 
     def _read_properties(

@@ -48,11 +48,16 @@ class Consumer:
         self.wire: Any = None  # the door's pre-encoded delivery template
 
     def can_take(self) -> bool:
+        # Channel.can_deliver(_no_ack) spelled out: this runs once per delivery.
+        channel = self.channel
+        if channel.paused:
+            return False
         if self.no_ack:
-            return self.channel.can_deliver_no_ack()
+            return True
         if self.prefetch and self.unacked >= self.prefetch:
             return False
-        return self.channel.can_deliver()
+        # RabbitMQ's limiter counts consumer deliveries only, not basic.get ones.
+        return not channel.prefetch_count or channel.consumer_unacked < channel.prefetch_count
 
 
 class Delivery:

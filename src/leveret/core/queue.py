@@ -221,10 +221,19 @@ class Queue:
             self._enqueue_general(message)
             return
         ready = self._ready
+        self.stats_published += 1
+        consumers = self.consumers
+        if not ready and len(consumers) == 1 and not self._requeued:
+            consumer = consumers[0]
+            if consumer.can_take():  # the usual case of a queue that keeps up: straight through
+                seq = self._next_seq
+                self._next_seq = seq + 1
+                self.stats_delivered += 1
+                consumer.channel.deliver(consumer, self, message, seq, message.recovered)
+                return
         ready.append(message)
         self.ready_bytes += message.size
-        self.stats_published += 1
-        if self.consumers:
+        if consumers:
             self.dispatch()
         if ready and ready[-1] is message:  # it waits: keep it compact
             if message.location:

@@ -177,9 +177,15 @@ class AMQPConnection(asyncio.Protocol):
         if self._held is not None:  # a login is being checked: what follows waits for its answer
             self._held.extend(events)
             return
+        channels = self.channels
         for event in events:
             try:
-                self._handle(event)
+                if type(event) is ContentReceived:  # _handle's first case, the hot one, inline
+                    ch = channels.get(event.channel)
+                    if ch is not None:
+                        self._publish(ch, event)
+                else:
+                    self._handle(event)
             except ProtocolError as exc:
                 self._fail(getattr(event, "channel", 0), exc)
             if self.transport is None or self.transport.is_closing():
