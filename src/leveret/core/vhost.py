@@ -482,9 +482,12 @@ class VirtualHost:
         store = self.store
         if store is not None and queues:
             if message.persistent:
-                durable = [q for q in queues if q.durable]
+                durable = queues if len(queues) == 1 and queues[0].durable else [q for q in queues if q.durable]
                 if durable:
-                    if message.ttl >= 0 or any(q.ttl is not None for q in durable):
+                    timed = message.ttl >= 0
+                    for q in durable:
+                        timed = timed or q.ttl is not None
+                    if timed:
                         message.enqueued_at = self.clock.now()  # stored: the TTL survives a restart
                     store.publish(message, durable)
             elif store.paging and any(q.message_count() >= q.page_after for q in queues):

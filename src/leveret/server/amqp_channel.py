@@ -116,8 +116,10 @@ class AMQPChannel:
             elif message.location or self.pending_confirms:
                 # Persistent in a durable queue: confirmed once the store's fsync has covered it
                 # (and anything published after it waits its turn, confirms being cumulative).
-                self.pending_confirms.append((seq, message.location))
-                self.conn.await_durable(self)
+                pending = self.pending_confirms
+                pending.append((seq, message.location))
+                if len(pending) == 1:  # the door knows already that this channel waits
+                    self.conn.await_durable(self)
             else:
                 self.confirmable_seq = seq
                 self.conn.confirm_pending(self)

@@ -39,6 +39,8 @@ _PUB_HEAD = struct.Struct("<BH")
 _U32 = struct.Struct("<I")
 _ACK_HEAD = struct.Struct("<BI")
 _F64 = struct.Struct("<d")
+HEAD_CACHE_SIZE = 1024  # distinct (queues, exchange, routing key, properties) record heads kept
+HEAD_CACHE_BYTES = 512  # ... if no longer than this (big header tables are encoded each time)
 
 
 class StoredMessage(Protocol):
@@ -63,6 +65,18 @@ def encode_publish(
     kind: int = PUBLISH,
     enqueued_at: float = 0.0,
 ) -> bytes:
+    return encode_publish_head(uids, exchange, routing_key, properties, kind, enqueued_at) + body
+
+
+def encode_publish_head(
+    uids: Sequence[int],
+    exchange: str,
+    routing_key: str,
+    properties: bytes,
+    kind: int = PUBLISH,
+    enqueued_at: float = 0.0,
+) -> bytes:
+    """A PUBLISH (PUBLISH_AT, PAGED) payload up to its body, which follows it to the end."""
     ex = exchange.encode("utf-8", "surrogateescape")
     rk = routing_key.encode("utf-8", "surrogateescape")
     if enqueued_at and kind == PUBLISH:
@@ -70,7 +84,7 @@ def encode_publish(
     head = _PUB_HEAD.pack(kind, len(uids)) + struct.pack(f"<{len(uids)}I", *uids)
     if kind == PUBLISH_AT:
         head += _F64.pack(enqueued_at)
-    return b"".join((head, bytes((len(ex),)), ex, bytes((len(rk),)), rk, _U32.pack(len(properties)), properties, body))
+    return b"".join((head, bytes((len(ex),)), ex, bytes((len(rk),)), rk, _U32.pack(len(properties)), properties))
 
 
 def publish_uids(payload: bytes) -> tuple[int, ...]:
@@ -126,6 +140,7 @@ class MessageStore:
         self.appended = 0  # records appended since start (for the committer: anything new?)
         self.paging = False  # set by the broker's memory monitor: transient messages page out
         self.recovered_timed: set[int] = set()  # positions of PUBLISH_AT records found by open()
+        self._heads: dict[tuple[int, tuple[int, ...], str, str, bytes], bytes] = {}  # see _append
 
     # ---------------------------------------------------------------------------- recovery
 
@@ -164,18 +179,27 @@ class MessageStore:
     # ------------------------------------------------------------------------ the core port
 
     def publish(self, message: StoredMessage, queues: Sequence[StoringQueue]) -> None:
-        self._append(message, [q.uid for q in queues], len(queues), PUBLISH)
+        uids = (queues[0].uid,) if len(queues) == 1 else tuple([q.uid for q in queues])
+        self._append(message, uids, len(queues), PUBLISH)
 
     def page(self, message: StoredMessage, queues: Sequence[StoringQueue]) -> None:
-        self._append(message, [], len(queues), PAGED)
+        self._append(message, (), len(queues), PAGED)
 
-    def _append(self, message: StoredMessage, uids: list[int], references: int, kind: int) -> None:
+    def _append(self, message: StoredMessage, uids: tuple[int, ...], references: int, kind: int) -> None:
         """Write the message's record; ``references`` queues now hold it (the segment's live count)."""
-        assert message.body is not None
-        payload = encode_publish(
-            uids, message.exchange, message.routing_key, message.properties, message.body, kind, message.enqueued_at
-        )
-        position = self.log.append(payload)
+        body = message.body
+        assert body is not None
+        key = (kind, uids, message.exchange, message.routing_key, message.properties)
+        head = None if message.enqueued_at else self._heads.get(key)  # PUBLISH_AT: a time of its own
+        if head is None:
+            head = encode_publish_head(
+                uids, message.exchange, message.routing_key, message.properties, kind, message.enqueued_at
+            )
+            if not message.enqueued_at and len(head) <= HEAD_CACHE_BYTES:  # it repeats from message to message
+                if len(self._heads) >= HEAD_CACHE_SIZE:
+                    self._heads.clear()
+                self._heads[key] = head
+        position = self.log.append(head + body)
         message.location = position
         seg = position >> 32
         self._live[seg] = self._live.get(seg, 0) + references
