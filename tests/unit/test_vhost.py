@@ -313,6 +313,22 @@ def test_delete_queue_drops_its_bindings(w: World) -> None:
     assert w.vh.route("t", "a", Message("t", "a", b"\x00\x00", b"")) == []
 
 
+def test_default_exchange_routes_follow_queues_coming_and_going(w: World) -> None:
+    """The default exchange's routes are cached like any other's: a deleted queue stops taking
+    messages at once, and a queue of the same name declared afterwards takes them again."""
+    ch, _ = w.channel(w.s1)
+    first = w.vh.declare_queue(w.s1, "q")
+    publish(ch, "q", b"1")
+    publish(ch, "q", b"2")
+    assert first.message_count() == 2
+    w.vh.delete_queue(w.s1, "q")
+    assert w.vh.route("", "q", Message("", "q", b"\x00\x00", b"3")) == []
+    second = w.vh.declare_queue(w.s1, "q")
+    publish(ch, "q", b"4")
+    assert second is not first and second.message_count() == 1 and first.message_count() == 0
+    assert w.vh.exchanges[""].stats_in == 4 and w.vh.exchanges[""].stats_out == 3
+
+
 def test_purge(w: World) -> None:
     ch, _ = w.channel(w.s1)
     w.vh.declare_queue(w.s1, "q")

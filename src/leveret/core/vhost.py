@@ -425,10 +425,16 @@ class VirtualHost:
             return result
         if exchange == "":
             default = self._default_exchange
-            q = self.queues.get(routing_key)
-            if q is None and routing_key.startswith(REPLY_TO_PREFIX):
-                q = self.reply_queues.get(routing_key)
             default.stats_in += 1
+            q = self.queues.get(routing_key)
+            if q is not None:  # cached until a queue goes (a new queue was never a cached miss)
+                if len(self._routes) >= ROUTE_CACHE_LIMIT:
+                    self._routes.clear()
+                route = self._routes[(exchange, routing_key)] = (default, [q], 1)
+                default.stats_out += 1
+                return route[1]
+            if routing_key.startswith(REPLY_TO_PREFIX):
+                q = self.reply_queues.get(routing_key)
             default.stats_out += q is not None
             return [q] if q is not None else []
         ex = self.exchange(exchange)
