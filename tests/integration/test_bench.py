@@ -54,13 +54,21 @@ def test_bench_reports_rates_latency_and_deletes_its_queue(broker, unique) -> No
     assert not _queue_exists(broker.url, unique)
 
 
-def test_bench_with_confirms_and_fixed_rate(broker, unique) -> None:
-    r = _bench(broker.url, unique, "--duration", "1", "--confirm", "50", "--rate", "2000", "--persistent")
+def test_bench_with_confirms_and_fixed_rate(broker, unique, tmp_path) -> None:
+    out = tmp_path / "latencies.txt"
+    r = _bench(
+        broker.url, unique, "--duration", "1", "--confirm", "50", "--rate", "2000", "--persistent",
+        "--latencies-out", str(out),
+    )  # fmt: skip
     assert 0 < r["confirmed"] <= r["published"]
     assert r["nacked"] == 0
     # a fixed rate is a ceiling: 2000 msg/s for 1 s, with a little slack for the last tick
     assert r["published"] <= 2100
     assert 0 < r["consumed"] <= r["published"]
+    # every sample, in microseconds: the same ones the percentiles came from
+    samples = sorted(int(line) for line in out.read_text().split())
+    assert len(samples) == r["latency_samples"] == r["consumed"]
+    assert samples[-1] / 1000 == pytest.approx(r["latency_ms"]["max"], abs=0.001)
 
 
 def test_bench_fails_when_the_broker_closes_a_link_mid_run(broker, unique) -> None:

@@ -42,6 +42,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -84,6 +85,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--confirm", type=int, default=0, help="publisher confirm window (unconfirmed publishes), 0 = off")
     p.add_argument("--rate", type=float, default=0.0, help="publish rate per publisher in msg/s, 0 = unlimited")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument(
+        "--latencies-out",
+        default="",
+        metavar="FILE",
+        help="write every latency sample (µs, one per line, in order of arrival) to FILE, for histograms",
+    )
     p.add_argument(
         "--publish-count",
         type=int,
@@ -390,6 +397,8 @@ class Run:
         samples: list[int] = []
         for c in self.consumers:
             samples += c.latencies
+        if a.latencies_out:
+            Path(a.latencies_out).write_text("".join(f"{x}\n" for x in samples))
         return {
             "mode": "rate",
             "uri": f"amqp://{self.target.host}:{self.target.port}/",
