@@ -13,7 +13,7 @@ import pytest
 from leveret.amqp import methods as m
 from leveret.amqp.connection import ConnectionState, ServerConnection
 from leveret.amqp.constants import PROTOCOL_HEADER
-from leveret.amqp.events import ChannelFailed, ConnectionFailed, ContentReceived, Event, MethodReceived
+from leveret.amqp.events import ChannelFailed, ConnectionFailed, ContentBatch, ContentReceived, Event, MethodReceived
 from leveret.amqp.frames import content_frames, method_frame
 from leveret.amqp.properties import BasicProperties, encode_properties
 
@@ -34,6 +34,16 @@ def publish(
 
 def frame(ftype: int, channel: int, payload: bytes, end: bytes = b"\xce") -> bytes:
     return HEAD.pack(ftype, channel, len(payload)) + payload + end
+
+
+def describe_all(event: Event) -> list[tuple[Any, ...]]:
+    """A ``ContentBatch`` is the publishes it stands for, one content tuple each."""
+    if isinstance(event, ContentBatch):
+        return [
+            ("content", event.channel, event.method, bytes(event.properties), bytes(b), event.wire)
+            for b in event.bodies
+        ]
+    return [describe(event)]
 
 
 def describe(event: Event) -> tuple[Any, ...]:
@@ -58,7 +68,7 @@ def run(stream: bytes, byte_by_byte: bool) -> list[tuple[Any, ...]]:
         conn.send(0, answer)
     assert conn.state is ConnectionState.OPEN
     for piece in [method_frame(1, m.ChannelOpen()), method_frame(2, m.ChannelOpen()), *pieces]:
-        out += [describe(e) for e in conn.receive(piece)]
+        out += [d for e in conn.receive(piece) for d in describe_all(e)]
     return out
 
 
@@ -154,20 +164,38 @@ def test_a_channel_the_server_closed_takes_no_repeated_publish() -> None:
     close-ok, including one that repeats the publish before the close byte for byte."""
     conn = _open_with_one_publish()
     conn.send(1, m.ChannelClose(406, "PRECONDITION_FAILED", 60, 40))
-    assert conn.receive(publish(1, b"two") + publish(1, b"six")) == []
+    assert conn.receive(publish(1, b"two") + publish(1, b"six")) == []  # neither alone nor as a batch
     assert conn.receive(method_frame(1, m.ChannelCloseOk())) == []
     conn.receive(method_frame(1, m.ChannelOpen()))
-    assert [bytes(e.body) for e in conn.receive(publish(1, b"new")) if isinstance(e, ContentReceived)] == [b"new"]
+    assert [d[4] for e in conn.receive(publish(1, b"new")) for d in describe_all(e) if d[0] == "content"] == [b"new"]
 
 
 def test_a_closing_connection_takes_no_repeated_publish() -> None:
     conn = _open_with_one_publish()
     conn.send(0, m.ConnectionClose(320, "CONNECTION_FORCED", 0, 0))
-    assert not [e for e in conn.receive(publish(1, b"two")) if isinstance(e, ContentReceived)]
+    assert not [e for e in conn.receive(publish(1, b"two")) if isinstance(e, (ContentReceived, ContentBatch))]
 
 
 def test_a_forgotten_channel_takes_no_repeated_publish() -> None:
     conn = _open_with_one_publish()
     conn.close_channel(1)
     events = conn.receive(publish(1, b"two"))
-    assert not [e for e in events if isinstance(e, ContentReceived)]
+    assert not [e for e in events if isinstance(e, (ContentReceived, ContentBatch))]
+
+
+def test_repeats_in_a_row_come_as_one_batch() -> None:
+    """Repeats in a row are one ``ContentBatch`` (the first of a run, parsed whole, stands alone);
+    anything between them starts a new run."""
+    conn = _open_with_one_publish()
+    stream = publish(1, b"aaa") + publish(1, b"bbb") + publish(1, b"ccc")  # b"one" was three bytes too
+    stream += method_frame(1, m.BasicAck(1, False)) + publish(1, b"ddd") + publish(1, b"eee") + publish(1, b"ffff")
+    events = conn.receive(stream)
+    kinds = [(type(e).__name__, len(e.bodies) if isinstance(e, ContentBatch) else 1) for e in events]
+    assert [bytes(b) for b in events[0].bodies] == [b"aaa", b"bbb", b"ccc"]  # type: ignore[attr-defined]
+    assert kinds == [
+        ("ContentBatch", 3),  # repeats of the publish _open_with_one_publish sent
+        ("MethodReceived", 1),
+        ("ContentReceived", 1),
+        ("ContentBatch", 1),
+        ("ContentReceived", 1),  # another body size: not a repeat
+    ]

@@ -36,6 +36,7 @@ from .events import (
     BadProtocolHeaderReceived,
     ChannelFailed,
     ConnectionFailed,
+    ContentBatch,
     ContentReceived,
     Event,
     MethodReceived,
@@ -241,6 +242,7 @@ class ServerConnection:
         end = len(data)
         view = memoryview(data)
         repeat = self._repeat
+        batch: ContentBatch | None = None  # the repeats in a row so far, the last event while there is one
         while end - offset >= 7:
             if repeat is not None:
                 prefix = repeat[0]
@@ -248,14 +250,16 @@ class ServerConnection:
                     body = offset + len(prefix)
                     after = body + repeat[1] + 1
                     if after <= end and data[after - 1] == FRAME_END:
-                        events.append(
-                            ContentReceived(repeat[2], repeat[3], repeat[4], data[body : after - 1], repeat[5])
-                        )
+                        if batch is None:
+                            batch = ContentBatch(repeat[2], repeat[3], repeat[4], repeat[5])
+                            events.append(batch)
+                        batch.bodies.append(data[body : after - 1])
                         offset = after
                         continue
                 # Anything else goes frame by frame; it may change the channel's state (a close, a
                 # content split over frames), so the repeat is only trusted again after a whole publish.
                 repeat = self._repeat = None
+            batch = None
             ftype, channel, size = _FRAME_HEAD.unpack_from(data, offset)
             # Checked before a byte of the payload is buffered. Like RabbitMQ (its FRAME_SIZE_FUDGE, for
             # clients that forget the 8 bytes of framing) we take payloads of up to frame_max itself.

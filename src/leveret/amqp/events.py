@@ -53,6 +53,24 @@ class ContentReceived(Event):
         return f"ContentReceived({self.channel}, {self.method!r}, {self.properties!r}, {self.body!r})"
 
 
+class ContentBatch(Event):
+    """Publishes in a row on one channel that differ only in their bodies (the same method frame,
+    properties and body size: what a publisher's stream usually is), as one event: the server acts
+    on them as on as many ``ContentReceived``, in order."""
+
+    __slots__ = ("bodies", "channel", "method", "properties", "wire")
+
+    def __init__(self, channel: int, method: BasicPublish, properties: bytes, wire: bytes) -> None:
+        self.channel = channel
+        self.method = method
+        self.properties = properties
+        self.wire = wire
+        self.bodies: list[bytes] = []
+
+    def __repr__(self) -> str:
+        return f"ContentBatch({self.channel}, {self.method!r}, {self.properties!r}, {len(self.bodies)} bodies)"
+
+
 class ChannelFailed(Event):
     """A soft error on one channel: the server closes that channel with ``error``'s code."""
 

@@ -9,7 +9,7 @@ or connection close through ``amqp_errors``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from leveret.amqp import methods as m
@@ -82,47 +82,49 @@ class AMQPChannel:
             )
         handler(self, method)
 
-    def publish(self, method: m.BasicPublish, properties: bytes, body: bytes, wire: bytes) -> None:
+    def publish(self, method: m.BasicPublish, properties: bytes, bodies: Sequence[bytes], wire: bytes) -> None:
+        """``basic.publish`` of each of ``bodies`` in turn, with the same method and properties (one
+        publish, or a ``ContentBatch`` of repeats). A refusal raises out of the loop: the channel
+        closes, and the publishes after it are dropped with it."""
         if method.immediate:
             raise ProtocolError(ReplyCode.NOT_IMPLEMENTED, "immediate=true", 60, 40)
-        message = Message(
-            method.exchange,
-            method.routing_key,
-            properties,
-            body,
-            bool(properties[0] & 0x10) and peek_delivery_mode(properties) == 2,  # 0x10: the delivery-mode flag
-            wire,
-            WIRE_PROPERTIES,
-        )
-        queues = self.core.publish(method.exchange, method.routing_key, message, method.mandatory)
-        if queues is not None:
-            if not queues and method.mandatory:
-                self._return(message)
-            self.flow_countdown -= 1
-            if not self.flow_countdown:  # a queue's depth moves slowly: look every FLOW_CHECK_EVERY publishes
-                self.flow_countdown = FLOW_CHECK_EVERY
-                high = self.conn.config.flow_high
-                for q in queues:
-                    if q.message_count() > high:
-                        self.conn.note_publish_target(q)
-        if self.core.confirm:
-            seq = self.publish_seq = self.publish_seq + 1
-            if self.core.refused:  # a queue at its length limit with x-overflow reject-publish(-dlx)
-                if self.pending_confirms:
-                    self.pending_confirms.append((-seq, 0))  # nacked in turn, after the acks before it
-                else:
-                    self.conn.flush_confirm(self)
-                    self.conn.send(self.number, m.BasicNack(seq, False, False))
-            elif message.location or self.pending_confirms:
-                # Persistent in a durable queue: confirmed once the store's fsync has covered it
-                # (and anything published after it waits its turn, confirms being cumulative).
-                pending = self.pending_confirms
-                pending.append((seq, message.location))
-                if len(pending) == 1:  # the door knows already that this channel waits
-                    self.conn.await_durable(self)
+        exchange, routing_key, mandatory = method.exchange, method.routing_key, method.mandatory
+        persistent = bool(properties[0] & 0x10) and peek_delivery_mode(properties) == 2  # 0x10: delivery mode
+        core = self.core
+        for body in bodies:
+            message = Message(exchange, routing_key, properties, body, persistent, wire, WIRE_PROPERTIES)
+            queues = core.publish(exchange, routing_key, message, mandatory)
+            if queues is not None:
+                if not queues and mandatory:
+                    self._return(message)
+                self.flow_countdown -= 1
+                if not self.flow_countdown:  # a queue's depth moves slowly: look every FLOW_CHECK_EVERY publishes
+                    self.flow_countdown = FLOW_CHECK_EVERY
+                    high = self.conn.config.flow_high
+                    for q in queues:
+                        if q.message_count() > high:
+                            self.conn.note_publish_target(q)
+            if core.confirm:
+                self._confirm(message)
+
+    def _confirm(self, message: Message) -> None:
+        seq = self.publish_seq = self.publish_seq + 1
+        if self.core.refused:  # a queue at its length limit with x-overflow reject-publish(-dlx)
+            if self.pending_confirms:
+                self.pending_confirms.append((-seq, 0))  # nacked in turn, after the acks before it
             else:
-                self.confirmable_seq = seq
-                self.conn.confirm_pending(self)
+                self.conn.flush_confirm(self)
+                self.conn.send(self.number, m.BasicNack(seq, False, False))
+        elif message.location or self.pending_confirms:
+            # Persistent in a durable queue: confirmed once the store's fsync has covered it
+            # (and anything published after it waits its turn, confirms being cumulative).
+            pending = self.pending_confirms
+            pending.append((seq, message.location))
+            if len(pending) == 1:  # the door knows already that this channel waits
+                self.conn.await_durable(self)
+        else:
+            self.confirmable_seq = seq
+            self.conn.confirm_pending(self)
 
     def durable_advanced(self, durable: int) -> bool:
         """Send the confirms (and commit-oks) the store's durable position now covers; True when

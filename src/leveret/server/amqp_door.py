@@ -27,7 +27,9 @@ from leveret.amqp.events import (
     BadProtocolHeaderReceived,
     ChannelFailed,
     ConnectionFailed,
+    ContentBatch,
     ContentReceived,
+    Event,
     MethodReceived,
     ProtocolHeaderReceived,
 )
@@ -58,6 +60,12 @@ CAPABILITIES = {
 CLOSE_OK_TIMEOUT = 3.0
 READ_SLICE = 16384  # bytes of input handled per loop turn (about 200 small publishes, ~1 ms)
 SLICE_WORTH = 64  # a read whose first slice holds fewer messages than this is handled whole
+
+
+def worth_slicing(first_slice: list[Event]) -> bool:
+    """Whether a big read whose first ``READ_SLICE`` bytes gave ``first_slice`` is handled a slice
+    per loop turn: only if that slice holds many messages (a ``ContentBatch`` counts its publishes)."""
+    return sum(len(e.bodies) if type(e) is ContentBatch else 1 for e in first_slice) >= SLICE_WORTH
 
 
 def server_properties() -> dict[str, Any]:
@@ -149,7 +157,7 @@ class AMQPConnection(asyncio.Protocol):
         # handled a slice per loop turn, so that other connections (consumers' acks, their
         # deliveries) are served in between instead of waiting out the whole read.
         events = self.proto.receive(data[:READ_SLICE])
-        if len(events) < SLICE_WORTH:  # big messages: few per slice, slicing would only cost turns
+        if not worth_slicing(events):  # big messages: few per slice, slicing would only cost turns
             events += self.proto.receive(data[READ_SLICE:])
             self._handle_events(iter(events))
             return
@@ -180,7 +188,7 @@ class AMQPConnection(asyncio.Protocol):
         channels = self.channels
         for event in events:
             try:
-                if type(event) is ContentReceived:  # _handle's first case, the hot one, inline
+                if type(event) is ContentBatch or type(event) is ContentReceived:  # the hot cases, inline
                     ch = channels.get(event.channel)
                     if ch is not None:
                         self._publish(ch, event)
@@ -284,7 +292,7 @@ class AMQPConnection(asyncio.Protocol):
     # ------------------------------------------------------------------------------ events
 
     def _handle(self, event: object) -> None:
-        if type(event) is ContentReceived:
+        if type(event) is ContentReceived or type(event) is ContentBatch:
             ch = self.channels.get(event.channel)
             if ch is not None:
                 self._publish(ch, event)
@@ -303,7 +311,7 @@ class AMQPConnection(asyncio.Protocol):
         elif type(event) is ConnectionFailed:
             self._fail(0, event.error)
 
-    def _publish(self, ch: AMQPChannel, event: ContentReceived) -> None:
+    def _publish(self, ch: AMQPChannel, event: ContentReceived | ContentBatch) -> None:
         try:
             access = self.access
             assert access is not None
@@ -313,7 +321,8 @@ class AMQPConnection(asyncio.Protocol):
             self.published = True
             if self.broker.alarms:
                 alarms.block(self, self.broker.alarms)
-            ch.publish(method, event.properties, event.body, event.wire)
+            bodies = event.bodies if isinstance(event, ContentBatch) else (event.body,)
+            ch.publish(method, event.properties, bodies, event.wire)
         except BrokerError as exc:
             raise to_protocol_error(exc, 60, 40) from None
 
