@@ -73,15 +73,6 @@ class Channel:
 
     # ------------------------------------------------------------------------------ credit
 
-    def can_deliver(self) -> bool:
-        if self.paused:
-            return False
-        # RabbitMQ's limiter counts consumer deliveries only, not basic.get ones.
-        return not self.prefetch_count or self.consumer_unacked < self.prefetch_count
-
-    def can_deliver_no_ack(self) -> bool:
-        return not self.paused
-
     def set_paused(self, paused: bool) -> None:
         self.paused = paused
         if not paused:
@@ -112,9 +103,7 @@ class Channel:
             self.tx.publishes.append((exchange, routing_key, message, mandatory))
             return None
         queues = self.vhost.route(exchange, routing_key, message)
-        self.refused = self.vhost.publish_to(queues, message)  # a persistent message is stored once
-        if message.location and message.persistent:
-            self.last_location = message.location
+        self._enqueue(queues, message)
         return queues
 
     def _read_properties(

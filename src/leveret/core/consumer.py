@@ -48,7 +48,8 @@ class Consumer:
         self.wire: Any = None  # the door's pre-encoded delivery template
 
     def can_take(self) -> bool:
-        # Channel.can_deliver(_no_ack) spelled out: this runs once per delivery.
+        """Room for one more delivery: the channel is not paused (its output backed up) and neither
+        this consumer's prefetch nor the channel-wide one is used up (no limit for no-ack)."""
         channel = self.channel
         if channel.paused:
             return False

@@ -188,7 +188,7 @@ class AMQPConnection(asyncio.Protocol):
         channels = self.channels
         for event in events:
             try:
-                if type(event) is ContentBatch or type(event) is ContentReceived:  # the hot cases, inline
+                if type(event) is ContentBatch or type(event) is ContentReceived:
                     ch = channels.get(event.channel)
                     if ch is not None:
                         self._publish(ch, event)
@@ -292,11 +292,8 @@ class AMQPConnection(asyncio.Protocol):
     # ------------------------------------------------------------------------------ events
 
     def _handle(self, event: object) -> None:
-        if type(event) is ContentReceived or type(event) is ContentBatch:
-            ch = self.channels.get(event.channel)
-            if ch is not None:
-                self._publish(ch, event)
-        elif type(event) is MethodReceived:
+        """Every event but a publish (``_handle_events`` acts on those itself: the hot case)."""
+        if type(event) is MethodReceived:
             if event.channel == 0:
                 self._connection_method(event.method)
             else:

@@ -56,18 +56,6 @@ class StoringQueue(Protocol):
     uid: int
 
 
-def encode_publish(
-    uids: Sequence[int],
-    exchange: str,
-    routing_key: str,
-    properties: bytes,
-    body: bytes,
-    kind: int = PUBLISH,
-    enqueued_at: float = 0.0,
-) -> bytes:
-    return encode_publish_head(uids, exchange, routing_key, properties, kind, enqueued_at) + body
-
-
 def encode_publish_head(
     uids: Sequence[int],
     exchange: str,
